@@ -1,0 +1,139 @@
+"""``raytrain SUBCOMMAND key=value ...``: the only place that reads argv and the environment.
+
+Each subcommand is a ``Command`` whose handler is imported lazily, so ``raytrain --help`` is instant and a
+subcommand only pays for the libraries it uses. Handlers take the positional arguments and the raw ``key=value``
+mapping (``cfg=file.yaml`` already layered under the CLI values) and return an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raytrain import __version__
+from raytrain.config import ConfigError, help_table, keys_in_groups, parse_cli_args
+
+LOGGER = logging.getLogger("raytrain")
+
+
+@dataclass(frozen=True)
+class Command:
+    summary: str  # one line for `raytrain --help`
+    usage: str  # how to call it
+    target: str  # "module:function" taking (positional, args) and returning an exit code
+    keys: tuple[str, ...]  # config keys listed by `raytrain SUBCOMMAND --help`
+    example: str = ""
+
+
+COMMANDS: dict[str, Command] = {
+    "check": Command(
+        summary="check a dataset: counts, per-class instances, skipped files with reasons",
+        usage="raytrain check data=DATA [imgsz=640]",
+        target="raytrain.data.check:main",
+        keys=("data", "imgsz", "single_cls"),
+        example="raytrain check data=../shared/datasets/coco128/data.yaml",
+    ),
+}
+
+
+def _load(target: str) -> Callable[[list[str], dict[str, Any]], int]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _main_help() -> str:
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [
+        f"raytrain {__version__}: train and tune YOLO detectors on Ray.",
+        "",
+        "Usage: raytrain SUBCOMMAND [positional] key=value ... [cfg=args.yaml]",
+        "",
+        "Subcommands:",
+        *(f"  {name.ljust(width)}{cmd.summary}" for name, cmd in COMMANDS.items()),
+        "",
+        "Arguments (key=default  meaning); precedence: defaults < cfg=file.yaml < key=value:",
+        help_table(),
+        "",
+        "'raytrain SUBCOMMAND --help' lists the arguments a subcommand uses.",
+    ]
+    return "\n".join(lines)
+
+
+def _command_help(name: str, cmd: Command) -> str:
+    lines = [f"raytrain {name}: {cmd.summary}", "", f"Usage: {cmd.usage}"]
+    if cmd.example:
+        lines += ["", f"Example: {cmd.example}"]
+    if cmd.keys:
+        lines += ["", "Arguments (key=default  meaning):", help_table(cmd.keys)]
+    return "\n".join(lines)
+
+
+def setup_logging(verbose: bool = True) -> None:
+    """Plain messages on stderr for the CLI; library code only logs through the 'raytrain' logger."""
+    if not LOGGER.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO if verbose else logging.WARNING)
+    LOGGER.propagate = False
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate positional arguments from ``key=value`` tokens."""
+    positional = [a for a in argv if "=" not in a and not a.startswith("-")]
+    pairs = [a for a in argv if "=" in a]
+    return positional, pairs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_main_help())
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"raytrain: unknown subcommand '{name}'.{hint} Run 'raytrain --help'.", file=sys.stderr)
+        return 2
+    cmd = COMMANDS[name]
+    if any(a in ("-h", "--help") for a in rest):
+        print(_command_help(name, cmd))
+        return 0
+    unknown_flags = [a for a in rest if a.startswith("-") and "=" not in a]
+    if unknown_flags:
+        print(f"raytrain {name}: unknown option {unknown_flags[0]}; arguments are key=value "
+              f"(see 'raytrain {name} --help').", file=sys.stderr)
+        return 2
+    setup_logging()
+    try:
+        positional, pairs = split_argv(rest)
+        args = parse_cli_args(pairs)
+        return int(_load(cmd.target)(positional, args) or 0)
+    except ConfigError as e:
+        print(f"raytrain {name}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"raytrain {name}: interrupted.", file=sys.stderr)
+        return 130
+
+
+def ray_address(args: dict[str, Any]) -> str | None:
+    """The cluster to connect to: ``address=`` wins over ``RAY_ADDRESS``; None starts Ray locally."""
+    return args.get("address") or os.environ.get("RAY_ADDRESS") or None
+
+
+__all__ = ["COMMANDS", "Command", "keys_in_groups", "main", "ray_address", "setup_logging"]
+
+if __name__ == "__main__":
+    sys.exit(main())
