@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raytrain import __version__
-from raytrain.config import ConfigError, help_table, keys_in_groups, parse_cli_args
+from raytrain.config import FIELDS, ConfigError, help_table, keys_in_groups, parse_cli_args, unknown_key_error
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -28,6 +28,7 @@ class Command:
     target: str  # "module:function" taking (positional, args) and returning an exit code
     keys: tuple[str, ...]  # config keys listed by `raytrain SUBCOMMAND --help`
     example: str = ""
+    extra_keys: tuple[str, ...] = ()  # keys the command accepts beyond Config's fields
 
 
 COMMANDS: dict[str, Command] = {
@@ -119,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         positional, pairs = split_argv(rest)
         args = parse_cli_args(pairs)
+        for key in args:
+            if key not in FIELDS and key not in cmd.extra_keys:
+                raise unknown_key_error(key, [*FIELDS, *cmd.extra_keys])
         return int(_load(cmd.target)(positional, args) or 0)
     except ConfigError as e:
         print(f"raytrain {name}: {e}", file=sys.stderr)

@@ -159,8 +159,10 @@ def unknown_key_error(key: str, valid: Iterable[str], where: str = "") -> Config
 
 def parse_value(text: str) -> Any:
     """Parse one CLI value safely: YAML scalars (numbers, true/false, null, lists), else the string itself."""
-    if text.lower() in ("none", "null", ""):
+    if text.lower() in ("none", "null"):
         return None
+    if not text:
+        return text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -334,8 +336,20 @@ def make_config(*layers: Mapping[str, Any], where: Iterable[str] = ()) -> Config
     values: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         values = merge_args(values, layer, names[i] if i < len(names) else "")
-    typed = {key: _coerce(key, parse_value(v) if isinstance(v, str) else v, _HINTS[key]) for key, v in values.items()}
+    typed = {key: _coerce(key, _parse_for(key, v), _HINTS[key]) for key, v in values.items()}
     return Config(**typed)
+
+
+def _parse_for(key: str, value: Any) -> Any:
+    """Parse text for a field: text fields keep text as typed (name=true stays 'true'), others parse as YAML."""
+    if not isinstance(value, str):
+        return value
+    hint = _HINTS[key]
+    if hint is str:
+        return value
+    if hint == (str | None):
+        return None if value.lower() in ("none", "null") else value
+    return parse_value(value)
 
 
 def read_yaml_args(path: str | Path) -> dict[str, Any]:
