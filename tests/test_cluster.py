@@ -1,0 +1,77 @@
+"""Cluster readiness: cluster.yaml against Ray's own schema, and storage every node can reach."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raytrain.config import ConfigError
+from raytrain.storage import filesystem_type, is_uri, require_shared_storage, resolve_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MOUNTS = """\
+/dev/vda1 / ext4 rw,relatime 0 0
+server:/export /mnt/shared nfs4 rw,relatime 0 0
+tmpfs /mnt/shared/tmp tmpfs rw 0 0
+"""
+
+
+def test_cluster_yaml_passes_ray_schema_offline():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    prepared = prepare_config(copy.deepcopy(raw))  # merges the provider defaults, as `ray up` does; no cloud calls
+    validate_config(prepared)
+    nodes = prepared["available_node_types"]
+    head, workers = nodes[prepared["head_node_type"]], [n for k, n in nodes.items() if k != prepared["head_node_type"]]
+    assert "GPU" not in head["resources"]
+    assert workers and all(n["resources"].get("GPU", 0) >= 1 and n["min_workers"] == 0 for n in workers)
+    assert 0 < prepared["idle_timeout_minutes"] <= 30 and prepared["max_workers"] >= 1
+    assert any("pip install" in c and "raytrain" in c for c in prepared["setup_commands"])
+
+
+def test_cluster_yaml_holds_no_credentials():
+    text = (ROOT / "cluster.yaml").read_text().lower()
+    for secret in ("aws_secret_access_key", "aws_access_key_id", "wandb_api_key=", "api_key:", "password"):
+        assert secret not in text
+
+
+def test_resolve_storage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_storage(None, "runs/detect") == str(tmp_path / "runs" / "detect")
+    assert resolve_storage("ckpts", "unused") == str(tmp_path / "ckpts")
+    assert resolve_storage("file:///data/ray", "unused") == "/data/ray"
+    assert resolve_storage("s3://bucket/raytrain", "unused") == "s3://bucket/raytrain"
+    assert resolve_storage("gs://bucket/x", "unused") == "gs://bucket/x"
+    with pytest.raises(ConfigError, match="unsupported URI scheme"):
+        resolve_storage("ftp://host/x", "unused")
+    assert is_uri("S3://b") and not is_uri("/tmp/x") and not is_uri("file:///x")
+
+
+def test_filesystem_type_uses_longest_mount(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS)
+    assert filesystem_type("/mnt/shared/ray", mounts) == "nfs4"
+    assert filesystem_type("/mnt/shared/tmp/x", mounts) == "tmpfs"
+    assert filesystem_type("/mnt/sharedother", mounts) == "ext4"
+    assert filesystem_type("/x", tmp_path / "missing") is None
+
+
+def test_multi_node_needs_shared_storage(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAYTRAIN_SHARED_STORAGE", raising=False)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS)
+    two_machines = ["10.0.0.1", "10.0.0.2"]
+    with pytest.raises(ConfigError) as e:
+        require_shared_storage("/home/me/runs", two_machines, mounts)
+    message = str(e.value)
+    assert "storage=/home/me/runs" in message and "2 machines" in message and "s3://" in message
+    require_shared_storage("/mnt/shared/ray", two_machines, mounts)  # NFS: fine
+    require_shared_storage("s3://bucket/x", two_machines, mounts)  # URI: fine
+    require_shared_storage("/home/me/runs", ["10.0.0.1", "10.0.0.1"], mounts)  # two nodes, one machine: fine
+    monkeypatch.setenv("RAYTRAIN_SHARED_STORAGE", "1")
+    require_shared_storage("/home/me/runs", two_machines, mounts)  # vouched for by the user
