@@ -1,0 +1,295 @@
+"""Validation: ``evaluate`` (model + loader -> COCO metrics, used by training on every rank) and ``raytrain val``.
+
+Matching happens in the original image frame: detections and ground truth are both mapped back through the
+letterbox (``scale_boxes``, clipped to the image), which is also the frame of ``predictions.json``, so the metrics
+printed here are what pycocotools computes from that file against the original labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from raytrain.metrics import DetectionMetrics
+from raytrain.ops import non_max_suppression, scale_boxes, xywh2xyxy
+
+LOGGER = logging.getLogger("raytrain")
+LOSS_KEYS = ("val/box_loss", "val/cls_loss", "val/dfl_loss")
+
+
+@dataclass
+class ValResult:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        metrics: ``metrics/precision(B)``, ``metrics/recall(B)``, ``metrics/mAP50(B)``, ``metrics/mAP50-95(B)``,
+            plus ``val/box_loss``, ``val/cls_loss``, ``val/dfl_loss`` when a loss function was given.
+        per_class: one row per class with ground truth (see :meth:`DetectionMetrics.per_class`).
+        predictions: COCO-format detections (``image_id``, ``category_id``, ``bbox`` x, y, w, h in original
+            pixels, ``score``) when asked for, else None.
+        speed: milliseconds per image for ``preprocess``, ``inference``, ``loss`` and ``postprocess``.
+    """
+
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]]
+    predictions: list[dict[str, Any]] | None
+    speed: dict[str, float]
+
+
+def image_id(im_file: str) -> int | str:
+    """COCO ``image_id`` of an image file: its stem, as an int when it is numeric (``000000000009.jpg`` -> 9)."""
+    stem = Path(im_file).stem
+    return int(stem) if stem.isnumeric() else stem
+
+
+def coco_detections(det: torch.Tensor, im_file: str) -> list[dict[str, Any]]:
+    """COCO result dicts for one image's ``(n, 6)`` detections ``[x1, y1, x2, y2, score, cls]`` (original pixels)."""
+    xyxy = det[:, :4].tolist()
+    return [
+        {"image_id": image_id(im_file), "category_id": int(c),
+         "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)], "score": round(s, 5)}
+        for (x1, y1, x2, y2), s, c in zip(xyxy, det[:, 4].tolist(), det[:, 5].tolist(), strict=True)
+    ]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DDP / DataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def train_mode_outputs(model: nn.Module, imgs: torch.Tensor) -> Any:
+    """The model's train-mode outputs (what the loss needs) without touching BatchNorm statistics.
+
+    Every module is put in train mode, so heads that switch their output on ``self.training`` return raw maps,
+    except BatchNorm and Dropout, which stay in eval mode: running statistics are neither used from the batch nor
+    updated. The modules' previous modes are restored afterwards. Call it under ``torch.no_grad()``.
+    """
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.train()
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
+                m.eval()
+        return model(imgs)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _split_outputs(out: Any) -> tuple[torch.Tensor, Any]:
+    """(decoded, raw or None) from an eval-mode output: a tensor, or a (decoded, raw) pair from some heads."""
+    if isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], torch.Tensor) and out[0].dim() == 3:
+        return out[0], out[1]
+    return out, None
+
+
+def _gt_in_original_frame(targets: torch.Tensor, index: int, input_hw: tuple[int, int],
+                          ratio_pad: Any, ori_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classes ``(m,)`` and ``xyxy`` boxes ``(m, 4)`` in original pixels of batch image ``index``."""
+    rows = targets[targets[:, 0] == index]
+    h, w = input_hw
+    boxes = xywh2xyxy(rows[:, 2:6]) * rows.new_tensor([w, h, w, h])
+    return rows[:, 1], scale_boxes(boxes, ratio_pad, ori_shape)
+
+
+def _gather(metrics: DetectionMetrics, losses: torch.Tensor, predictions: list | None) -> list | None:
+    """Merge every rank's images into ``metrics`` (in place) and sum ``losses`` (in place) across ranks."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return predictions
+    world = dist.get_world_size()
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (metrics.tp, metrics.conf, metrics.pred_cls, metrics.gt_cls, predictions,
+                                      losses.cpu()))
+    metrics.tp, metrics.conf, metrics.pred_cls, metrics.gt_cls = [], [], [], []
+    merged = [] if predictions is not None else None
+    total = torch.zeros_like(losses, device="cpu")
+    for tp, conf, pred_cls, gt_cls, preds, rank_losses in gathered:
+        metrics.tp += tp
+        metrics.conf += conf
+        metrics.pred_cls += pred_cls
+        metrics.gt_cls += gt_cls
+        if merged is not None:
+            merged += preds
+        total += rank_losses
+    losses.copy_(total)
+    return merged
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    device: torch.device | str,
+    names: Sequence[str] | Mapping[int, str],
+    conf: float = 0.001,
+    iou: float = 0.7,
+    max_det: int = 300,
+    loss_fn: Any = None,
+    save_json: bool = False,
+) -> ValResult:
+    """Run the model over a loader, suppress, map to the original images and compute COCO metrics.
+
+    Called on every rank with a sharded loader during training: when ``torch.distributed`` is initialised, the
+    per-image matches (and losses and predictions) are gathered so every rank returns the global metrics. The
+    model's train/eval mode is restored afterwards; BatchNorm statistics are never updated.
+
+    Args:
+        model: eval mode returns ``(B, 4 + nc, A)`` decoded ``xywh`` input-pixel boxes and sigmoid scores (a DDP
+            wrapper is unwrapped).
+        loader: batches as in the data contract (``img`` uint8 (B, 3, H, W), ``targets`` (N, 6) ``[batch_idx, cls,
+            xywh_n]``, ``im_files``, ``ori_shapes``, ``ratio_pads``).
+        device: where the model lives.
+        names: class names (list or {id: name}); ``len(names)`` is the number of classes.
+        conf: NMS confidence threshold (0.001 for mAP).
+        iou: NMS IoU threshold.
+        max_det: detections kept per image by NMS (AP then counts the top 100 per image and class, as COCO).
+        loss_fn: ``loss_fn(train_outputs, targets, img_hw) -> (total, parts (3,))`` to also report val losses.
+        save_json: also return COCO-format ``predictions``.
+
+    Returns:
+        A :class:`ValResult`.
+    """
+    model = _unwrap(model)
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    metrics = DetectionMetrics(len(names), names)
+    predictions: list[dict[str, Any]] | None = [] if save_json else None
+    losses = torch.zeros(4)  # box, cls, dfl sums, and the number of batches
+    seconds = dict.fromkeys(("preprocess", "inference", "loss", "postprocess"), 0.0)
+    images = 0
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                t0 = time.perf_counter()
+                imgs = batch["img"].to(device, non_blocking=True).float() / 255
+                targets = batch["targets"].to(device)
+                t1 = time.perf_counter()
+                decoded, raw = _split_outputs(model(imgs))
+                t2 = time.perf_counter()
+                if loss_fn is not None:
+                    raw = raw if raw is not None else train_mode_outputs(model, imgs)
+                    _, parts = loss_fn(raw, targets, tuple(imgs.shape[2:]))
+                    losses += torch.cat((parts.detach().float().cpu(), torch.ones(1)))
+                t3 = time.perf_counter()
+                dets = non_max_suppression(decoded, conf, iou, max_det, multi_label=True)
+                targets = targets.cpu()
+                for i, det in enumerate(dets):
+                    ori_shape, ratio_pad = tuple(batch["ori_shapes"][i]), batch["ratio_pads"][i]
+                    det = det.float().cpu()
+                    det[:, :4] = scale_boxes(det[:, :4], ratio_pad, ori_shape)
+                    gt_cls, gt_xyxy = _gt_in_original_frame(targets, i, tuple(imgs.shape[2:]), ratio_pad, ori_shape)
+                    metrics.update(det, gt_cls, gt_xyxy)
+                    if predictions is not None:
+                        predictions += coco_detections(det, batch["im_files"][i])
+                t4 = time.perf_counter()
+                images += imgs.shape[0]
+                for key, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    seconds[key] += dt
+    finally:
+        model.train(was_training)
+    predictions = _gather(metrics, losses, predictions)
+    result = metrics.compute()
+    if loss_fn is not None:
+        mean = losses[:3] / losses[3].clamp(min=1)
+        result.update({key: float(v) for key, v in zip(LOSS_KEYS, mean, strict=True)})
+    speed = {key: 1e3 * s / max(images, 1) for key, s in seconds.items()}
+    return ValResult(result, metrics.per_class(), predictions, speed)
+
+
+def select_device(text: str = "") -> torch.device:
+    """``''`` -> the first GPU if any, else the CPU; ``'cpu'``; ``'0'`` or ``'0,1'`` -> ``cuda:0``; ``'mps'``."""
+    text = str(text).strip().lower()
+    if text in ("", "cuda"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if text in ("cpu", "mps"):
+        return torch.device(text)
+    first = text.split(",")[0].replace("cuda:", "")
+    if first.isdigit():
+        from raytrain.config import ConfigError
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={text!r}: no CUDA GPU is available here; use device=cpu.")
+        return torch.device(f"cuda:{first}")
+    return torch.device(text)
+
+
+def fresh_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
+    """``project/name``, or the first free ``project/name2``, ``name3``, ... unless ``exist_ok``; created."""
+    base = Path(project).expanduser().resolve()
+    path, n = base / name, 2
+    while path.exists() and not exist_ok:
+        path, n = base / f"{name}{n}", n + 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def format_table(metrics: Mapping[str, float], per_class: Sequence[Mapping[str, Any]], images: int,
+                 verbose: bool = True) -> str:
+    """The Ultralytics-style table: class, images, instances, P, R, mAP50, mAP50-95, totals first."""
+    header = f"{'Class':>20}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+    row = "{:>20}{:>11}{:>11}{:>11.3f}{:>11.3f}{:>11.3f}{:>11.3f}"
+    instances = sum(r["instances"] for r in per_class)
+    lines = [header, row.format("all", images, instances, metrics["metrics/precision(B)"],
+                                metrics["metrics/recall(B)"], metrics["metrics/mAP50(B)"],
+                                metrics["metrics/mAP50-95(B)"])]
+    if verbose:
+        lines += [row.format(str(r["name"])[:20], r["images"], r["instances"], r["precision"], r["recall"],
+                             r["mAP50"], r["mAP50-95"]) for r in per_class]
+    return "\n".join(lines)
+
+
+def main(positional: list[str], args: dict[str, Any]) -> int:
+    """``raytrain val model=CKPT data=DATA [imgsz batch conf iou split save_json project name]``."""
+    import os
+
+    from raytrain.config import ConfigError, make_config
+    from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
+    from raytrain.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    if "model" not in args and positional:
+        args = {**args, "model": positional[0]}
+    if "model" not in args:
+        raise ConfigError("raytrain val needs model=CHECKPOINT.pt (a raytrain checkpoint).")
+    ckpt = load_checkpoint(Path(str(args["model"])).expanduser())
+    trained = ckpt.get("config") or {}
+    # Unless given, validate on the dataset and image size the checkpoint was trained with.
+    base = {"name": "val", **{k: trained[k] for k in ("data", "imgsz", "single_cls") if k in trained}}
+    cfg = make_config(base, args, where=["checkpoint", "arguments"])
+    device = select_device(cfg.device)
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    spec = resolve_data(cfg.data)
+    names = list(ckpt.get("names") or [spec.names[i] for i in range(spec.nc)])
+    if spec.nc != model.nc and not cfg.single_cls:
+        raise ConfigError(f"data={cfg.data} has {spec.nc} classes but model={cfg.model} has {model.nc}.")
+    if spec.nc == model.nc:
+        names = [spec.names[i] for i in range(spec.nc)]
+    index = scan_split(spec, cfg.split)
+    dataset = YoloDataset(index, cfg.imgsz, augment=False, hyp=cfg)
+    batch = cfg.batch if cfg.batch > 0 else 16
+    loader = build_dataloader(dataset, batch, shuffle=False, workers=min(cfg.workers, os.cpu_count() or 1),
+                              seed=cfg.seed)
+    conf = 0.001 if cfg.conf is None else cfg.conf
+    result = evaluate(model, loader, device=device, names=names, conf=conf, iou=cfg.iou, max_det=cfg.max_det,
+                      save_json=cfg.save_json)
+    save_dir = fresh_dir(cfg.project, cfg.name, cfg.exist_ok)
+    print(format_table(result.metrics, result.per_class, len(dataset), cfg.verbose))
+    print("Speed: " + ", ".join(f"{v:.1f} ms {k}" for k, v in result.speed.items()) + " per image")
+    summary = {"model": str(Path(cfg.model).expanduser().resolve()), "data": str(spec.yaml_file), "split": cfg.split,
+               "imgsz": cfg.imgsz, "conf": conf, "iou": cfg.iou, "images": len(dataset), **result.metrics,
+               "per_class": result.per_class, "speed": result.speed}
+    (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if result.predictions is not None:
+        (save_dir / "predictions.json").write_text(json.dumps(result.predictions))
+    LOGGER.info("Results saved to %s", save_dir)
+    return 0
