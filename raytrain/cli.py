@@ -39,6 +39,21 @@ COMMANDS: dict[str, Command] = {
         keys=("data", "imgsz", "single_cls"),
         example="raytrain check data=../shared/datasets/coco128/data.yaml",
     ),
+    "val": Command(
+        summary="validate a checkpoint: COCO mAP50, mAP50-95, P, R per class; metrics.json, predictions.json",
+        usage="raytrain val model=CKPT [data=DATA imgsz batch conf iou split save_json=True project name]",
+        target="raytrain.engine.validate:main",
+        keys=("model", "data", "imgsz", "batch", "conf", "iou", "max_det", "split", "save_json", "device",
+              "workers", "project", "name", "exist_ok", "verbose"),
+        example="raytrain val model=runs/detect/train/weights/best.pt data=shapes save_json=True",
+    ),
+    "predict": Command(
+        summary="detect objects in an image or folder: drawn images and predictions.json",
+        usage="raytrain predict model=CKPT source=FILE|FOLDER [imgsz conf=0.25 iou max_det project name]",
+        target="raytrain.engine.predict:main",
+        keys=("model", "source", "imgsz", "conf", "iou", "max_det", "device", "project", "name", "exist_ok"),
+        example="raytrain predict model=runs/detect/train/weights/best.pt source=images/",
+    ),
 }
 
 

@@ -84,11 +84,23 @@ def train_mode_outputs(model: nn.Module, imgs: torch.Tensor) -> Any:
             m.training = mode
 
 
-def _split_outputs(out: Any) -> tuple[torch.Tensor, Any]:
-    """(decoded, raw or None) from an eval-mode output: a tensor, or a (decoded, raw) pair from some heads."""
-    if isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], torch.Tensor) and out[0].dim() == 3:
-        return out[0], out[1]
-    return out, None
+def decoded_and_raw_outputs(model: nn.Module, imgs: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Eval-mode detections ``(B, 4 + nc, A)`` and the train-mode maps the loss needs, from one forward pass.
+
+    With a raytrain ``DetectionModel`` (a ``head`` with ``decode``) only the head's own mode flag is switched to
+    train, so it returns raw maps that ``head.decode`` turns into the eval output; every other module (BatchNorm
+    included) stays in eval mode. Any other model gets a second, train-mode pass (:func:`train_mode_outputs`).
+    Call it under ``torch.no_grad()`` with the model in eval mode.
+    """
+    head = getattr(model, "head", None)
+    if head is None or not callable(getattr(head, "decode", None)):
+        return model(imgs), train_mode_outputs(model, imgs)
+    head.training = True  # this module only: its children (convs, BatchNorm) keep eval mode
+    try:
+        raw = model(imgs)
+    finally:
+        head.training = False
+    return head.decode(raw), raw
 
 
 def _gt_in_original_frame(targets: torch.Tensor, index: int, input_hw: tuple[int, int],
@@ -175,10 +187,12 @@ def evaluate(
                 imgs = batch["img"].to(device, non_blocking=True).float() / 255
                 targets = batch["targets"].to(device)
                 t1 = time.perf_counter()
-                decoded, raw = _split_outputs(model(imgs))
+                if loss_fn is None:
+                    decoded = model(imgs)
+                else:
+                    decoded, raw = decoded_and_raw_outputs(model, imgs)
                 t2 = time.perf_counter()
                 if loss_fn is not None:
-                    raw = raw if raw is not None else train_mode_outputs(model, imgs)
                     _, parts = loss_fn(raw, targets, tuple(imgs.shape[2:]))
                     losses += torch.cat((parts.detach().float().cpu(), torch.ones(1)))
                 t3 = time.perf_counter()

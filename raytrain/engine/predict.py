@@ -1,0 +1,144 @@
+"""``raytrain predict``: detect objects in an image or a folder, draw them, and write ``predictions.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raytrain.ops import non_max_suppression, scale_boxes
+
+LOGGER = logging.getLogger("raytrain")
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """The image files of ``source``: the file itself, or a folder's images (not recursive), sorted by name."""
+    from raytrain.config import ConfigError
+
+    path = Path(source).expanduser().resolve()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ConfigError(f"source={source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
+        return files
+    raise ConfigError(f"source={source!r}: no such file or folder.")
+
+
+def predict_image(model: nn.Module, image_rgb: np.ndarray, *, imgsz: int, device: torch.device,
+                  conf: float = 0.25, iou: float = 0.7, max_det: int = 300) -> torch.Tensor:
+    """Detections for one image.
+
+    Args:
+        model: eval-mode detector returning ``(B, 4 + nc, A)`` decoded outputs.
+        image_rgb: ``(h0, w0, 3)`` uint8 RGB image.
+        imgsz: network input size (the image is letterboxed into ``imgsz x imgsz``).
+        device: where the model lives.
+        conf: confidence threshold.
+        iou: NMS IoU threshold.
+        max_det: detections kept.
+
+    Returns:
+        ``(n, 6)`` rows ``[x1, y1, x2, y2, score, cls]``, ``xyxy`` in original pixels, on the CPU.
+    """
+    from raytrain.data.augment import letterbox
+
+    img, ratio_pad = letterbox(image_rgb, imgsz)
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device).float() / 255
+    with torch.no_grad():
+        (det,) = non_max_suppression(model(x), conf, iou, max_det)
+    det = det.float().cpu()
+    det[:, :4] = scale_boxes(det[:, :4], ratio_pad, image_rgb.shape[:2])
+    return det
+
+
+def class_color(cls: int) -> tuple[int, int, int]:
+    """A fixed, distinct BGR colour per class id."""
+    hue = (cls * 0.618033988749895) % 1.0  # golden-ratio steps spread the hues
+    r, g, b = (int(255 * min(max(abs((hue * 6 + k) % 6 - 3) - 1, 0), 1)) for k in (0, 4, 2))
+    return b, g, r
+
+
+def draw_detections(image_bgr: np.ndarray, det: torch.Tensor, names: Mapping[int, str] | Sequence[str]) -> np.ndarray:
+    """A copy of ``image_bgr`` (h, w, 3) with each ``[x1, y1, x2, y2, score, cls]`` row drawn as a labelled box."""
+    import cv2
+
+    names = dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
+    out = image_bgr.copy()
+    thickness = max(1, round(sum(out.shape[:2]) / 600))
+    for x1, y1, x2, y2, score, cls in det.tolist():
+        color = class_color(int(cls))
+        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
+        cv2.rectangle(out, p1, p2, color, thickness, cv2.LINE_AA)
+        label = f"{names.get(int(cls), str(int(cls)))} {score:.2f}"
+        scale = thickness / 3
+        (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(thickness - 1, 1))
+        top = p1[1] - h - base if p1[1] - h - base >= 0 else p1[1]  # above the box, or inside when at the top
+        cv2.rectangle(out, (p1[0], top), (p1[0] + w, top + h + base), color, -1, cv2.LINE_AA)
+        cv2.putText(out, label, (p1[0], top + h), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    max(thickness - 1, 1), cv2.LINE_AA)
+    return out
+
+
+def detections_json(file: Path, shape: tuple[int, int], det: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
+    """One image's entry of ``predictions.json``: file, original size, detections (``xyxy`` original pixels)."""
+    return {
+        "file": str(file),
+        "height": int(shape[0]),
+        "width": int(shape[1]),
+        "detections": [
+            {"xyxy": [round(v, 2) for v in row[:4]], "score": round(row[4], 5), "class": int(row[5]),
+             "name": names[int(row[5])] if int(row[5]) < len(names) else str(int(row[5]))}
+            for row in det.tolist()
+        ],
+    }
+
+
+def main(positional: list[str], args: dict[str, Any]) -> int:
+    """``raytrain predict model=CKPT source=FILE|FOLDER [imgsz conf iou max_det project name]``."""
+    import cv2
+
+    from raytrain.config import ConfigError, make_config
+    from raytrain.engine.validate import fresh_dir, select_device
+    from raytrain.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    if "source" not in args and positional:
+        args = {**args, "source": positional[0]}
+    if "model" not in args:
+        raise ConfigError("raytrain predict needs model=CHECKPOINT.pt (a raytrain checkpoint).")
+    ckpt = load_checkpoint(Path(str(args["model"])).expanduser())
+    trained = ckpt.get("config") or {}
+    base = {"name": "predict", **({"imgsz": trained["imgsz"]} if "imgsz" in trained else {})}
+    cfg = make_config(base, args, where=["checkpoint", "arguments"])
+    if not cfg.source:
+        raise ConfigError("raytrain predict needs source=IMAGE or source=FOLDER.")
+    files = list_images(cfg.source)
+    device = select_device(cfg.device)
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    names = list(ckpt.get("names") or getattr(model, "names", [str(i) for i in range(model.nc)]))
+    conf = 0.25 if cfg.conf is None else cfg.conf
+    save_dir = fresh_dir(cfg.project, cfg.name, cfg.exist_ok)
+    results = []
+    for file in files:
+        image_bgr = cv2.imread(str(file))
+        if image_bgr is None:
+            LOGGER.warning("Skipping %s: not a readable image.", file)
+            continue
+        det = predict_image(model, cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), imgsz=cfg.imgsz, device=device,
+                            conf=conf, iou=cfg.iou, max_det=cfg.max_det)
+        cv2.imwrite(str(save_dir / file.name), draw_detections(image_bgr, det, names))
+        results.append(detections_json(file, image_bgr.shape[:2], det, names))
+        counts = np.bincount(det[:, 5].long().numpy(), minlength=len(names)) if len(det) else np.zeros(0, int)
+        found = ", ".join(f"{n} {names[c] if c < len(names) else c}" for c, n in enumerate(counts) if n)
+        LOGGER.info("%s: %s", file.name, found or "no detections")
+    (save_dir / "predictions.json").write_text(json.dumps(results, indent=1))
+    print(f"{len(results)} images, {sum(len(r['detections']) for r in results)} detections; saved to {save_dir}")
+    return 0
