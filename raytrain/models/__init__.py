@@ -1,0 +1,29 @@
+"""The YOLOv8 detector, its checkpoints and the Ultralytics weight converter (``raytrain.models.convert``)."""
+
+from raytrain.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    transfer_weights,
+)
+from raytrain.models.head import bbox2dist, dist2bbox, make_anchors
+from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
+
+__all__ = [
+    "SCALES",
+    "CheckpointError",
+    "DetectionModel",
+    "bbox2dist",
+    "build_model",
+    "dist2bbox",
+    "load_checkpoint",
+    "load_model",
+    "make_anchors",
+    "make_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "transfer_weights",
+]

@@ -1,0 +1,233 @@
+"""raytrain checkpoints: plain tensors and plain Python data, written atomically, read with ``weights_only=True``.
+
+Loading a checkpoint never runs pickled code. A checkpoint is a dict (see DEVELOPERS.md, "Model"):
+``format="raytrain.detect"``, ``version=1``, ``arch``, ``nc``, ``names``, ``model`` (state_dict, CPU float32),
+``ema`` (state_dict or None), ``ema_updates``, ``optimizer``, ``scaler``, ``epoch`` (last completed, from 1; 0 for
+converted weights), ``best_fitness``, ``config`` (``Config.to_dict()``; empty for converted weights), ``metrics``
+(flat dict) and ``date`` (ISO text).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+import pickletools
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from raytrain.config import ConfigError
+from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
+
+FORMAT = "raytrain.detect"
+VERSION = 1
+REQUIRED_KEYS = ("format", "version", "arch", "nc", "names", "model")
+
+
+class CheckpointError(ConfigError):
+    """A file that is not a usable raytrain checkpoint; the message says what it is and what to do."""
+
+
+def plain_state_dict(module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state_dict with floating tensors in float32 (integer buffers keep their dtype)."""
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    out = {}
+    for key, value in state.items():
+        value = value.detach().to("cpu")
+        out[key] = (value.float() if value.is_floating_point() else value).clone()
+    return out
+
+
+def make_checkpoint(model: DetectionModel, names: list[str] | None = None, *,
+                    ema: nn.Module | Mapping[str, torch.Tensor] | None = None, ema_updates: int = 0,
+                    optimizer: dict | None = None, scaler: dict | None = None, epoch: int = 0,
+                    best_fitness: float | None = None, config: dict | None = None,
+                    metrics: dict | None = None) -> dict[str, Any]:
+    """Build a checkpoint dict in the contract's layout from a model (and optional training state).
+
+    Args:
+        model: the (unwrapped, unfused) detector.
+        names: class names; defaults to ``model.names``.
+        ema: the EMA model or its state_dict.
+        ema_updates: number of EMA updates so far.
+        optimizer: ``optimizer.state_dict()``.
+        scaler: ``GradScaler.state_dict()``.
+        epoch: last completed epoch, counted from 1 (0 = no training yet).
+        best_fitness: best fitness so far.
+        config: ``Config.to_dict()`` of the run.
+        metrics: flat dict of the latest metrics.
+
+    Returns:
+        The checkpoint dict, ready for :func:`save_checkpoint`.
+    """
+    names = list(model.names if names is None else names)
+    if len(names) != model.nc:
+        raise ValueError(f"{len(names)} class names for a model with nc={model.nc}.")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": model.arch,
+        "nc": model.nc,
+        "names": [str(n) for n in names],
+        "model": plain_state_dict(model),
+        "ema": None if ema is None else plain_state_dict(ema),
+        "ema_updates": int(ema_updates),
+        "optimizer": optimizer,
+        "scaler": scaler,
+        "epoch": int(epoch),
+        "best_fitness": None if best_fitness is None else float(best_fitness),
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_checkpoint(path: str | Path, ckpt: Mapping[str, Any]) -> Path:
+    """Write a checkpoint atomically: to a temporary file in the same folder, then ``os.replace``.
+
+    A crash mid-write leaves the previous file intact, never a truncated one.
+    """
+    _check_layout(dict(ckpt), str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(ckpt), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a raytrain checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is not a raytrain checkpoint (an Ultralytics pickle, a plain state_dict, something
+            else); the message says what it is and what to do.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():  # a real pickle that needs more than tensors and plain data
+            raise _unreadable_error(path, e) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint file ({_first_line(e)}).") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for files that are not torch files
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint file ({type(e).__name__}: {_first_line(e)}).") \
+            from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a raytrain checkpoint (a dict with "
+                              f"format='{FORMAT}').")
+    _check_layout(obj, str(path))
+    return obj
+
+
+def _check_layout(obj: dict[str, Any], where: str) -> None:
+    if obj.get("format") != FORMAT:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(
+                f"{where} is a plain state_dict ({len(obj)} tensors), not a raytrain checkpoint. If it is an "
+                f"Ultralytics YOLOv8 DetectionModel state_dict, convert it: raytrain convert {where} converted.pt")
+        found = f"format={obj['format']!r}" if "format" in obj else f"keys {sorted(map(str, obj))[:8]}"
+        raise CheckpointError(f"{where} is not a raytrain checkpoint (expected format='{FORMAT}', found {found}).")
+    version = obj.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{where} is a raytrain checkpoint of version {version!r}; this raytrain reads up to "
+                              f"version {VERSION}: upgrade raytrain.")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise CheckpointError(f"{where} is an incomplete raytrain checkpoint: missing {', '.join(missing)}.")
+    if obj["arch"] not in SCALES:
+        raise CheckpointError(f"{where}: unknown arch {obj['arch']!r} (known: {', '.join(SCALES)}).")
+
+
+def _unreadable_error(path: Path, error: Exception) -> CheckpointError:
+    """The error for a file ``weights_only`` refuses: say whose pickle it is, without unpickling it."""
+    globals_used = _pickle_globals(path)
+    if any(g.startswith("ultralytics") for g in globals_used):
+        return CheckpointError(
+            f"{path} is an Ultralytics checkpoint (pickled Python objects), not a raytrain checkpoint; raytrain never "
+            f"unpickles code when loading. Convert it once: raytrain convert {path} converted.pt "
+            f"(see 'raytrain convert --help'), then use the converted file.")
+    what = f" (it references {', '.join(sorted(globals_used)[:3])})" if globals_used else ""
+    return CheckpointError(f"{path} contains pickled Python objects{what} and is not a raytrain checkpoint; it "
+                           f"cannot be loaded safely ({_first_line(error)}).")
+
+
+def _pickle_globals(path: Path) -> set[str]:
+    """Module names referenced by the pickle inside a torch zip file, read with pickletools (nothing executed)."""
+    names: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if pkl is None:
+                return names
+            data = archive.read(pkl)
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                names.add(str(arg).split(" ")[0])
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.add(strings[-2])
+    except Exception:  # an unreadable archive: we only lose the nicer message
+        return names
+    return names
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], ema: bool = True) -> DetectionModel:
+    """Rebuild the detector stored in a checkpoint dict.
+
+    Args:
+        ckpt: a dict from :func:`load_checkpoint` or :func:`make_checkpoint`.
+        ema: use the EMA weights when the checkpoint has them (what validation and inference want).
+
+    Returns:
+        The model in train mode, float32 on the CPU, with ``names`` set from the checkpoint.
+    """
+    _check_layout(dict(ckpt), "checkpoint")
+    model = build_model(ckpt["arch"], nc=int(ckpt["nc"]))
+    state = ckpt["ema"] if ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state, strict=True)
+    model.names = list(ckpt["names"])
+    return model
+
+
+def load_model(path: str | Path) -> DetectionModel:
+    """The detector saved in a raytrain checkpoint (EMA weights when present), in eval mode on the CPU."""
+    return model_from_checkpoint(load_checkpoint(path), ema=True).eval()
+
+
+def transfer_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """Copy the tensors of ``state_dict`` whose name and shape match ``model``'s; leave the rest as they are.
+
+    Used by ``pretrained=CKPT`` when the class count differs: everything but the class-output convolutions of the
+    head transfers.
+
+    Returns:
+        (n_transferred, n_total): tensors copied, and tensors in the model's state_dict.
+    """
+    own = model.state_dict()
+    matching = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(own)
