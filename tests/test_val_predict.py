@@ -84,3 +84,46 @@ def test_evaluate_without_loss_or_json():
 
 def test_image_id():
     assert image_id("/x/000000000009.jpg") == 9 and image_id("cat_1.png") == "cat_1"
+
+
+def test_one_pass_outputs_match_eval_mode_and_leave_batchnorm_alone():
+    from raytrain.engine.validate import decoded_and_raw_outputs
+    from raytrain.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("yolov8n", nc=3).eval()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    running_mean = bn.running_mean.clone()
+    imgs = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(imgs)
+        decoded, raw = decoded_and_raw_outputs(model, imgs)
+    assert torch.allclose(decoded, expected, atol=1e-5)
+    assert [tuple(r.shape) for r in raw] == [(2, 64 + 3, 8, 8), (2, 64 + 3, 4, 4), (2, 64 + 3, 2, 2)]
+    assert not any(m.training for m in model.modules()) and torch.equal(bn.running_mean, running_mean)
+
+
+def _rank_worker(rank: int, world: int, init_file: str, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        shard = [b for k, b in enumerate(fake_loader(4, 1)) if k % world == rank]  # 2 images per rank
+        result = evaluate(FakeDetector().eval(), shard, device="cpu", names=["a", "b"], loss_fn=fake_loss,
+                          save_json=True)
+        queue.put((rank, result.metrics, result.per_class, len(result.predictions)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluate_gathers_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.start_processes(_rank_worker, args=(2, str(tmp_path / "init"), queue), nprocs=2, start_method="spawn")
+    results = sorted(queue.get() for _ in range(2))
+    for _, metrics, per_class, n_predictions in results:
+        assert per_class[0]["images"] == 4 and per_class[0]["instances"] == 4  # every rank sees all 4 images
+        assert n_predictions == 8 and metrics["val/cls_loss"] == 2.0
+    assert results[0][1] == results[1][1]
