@@ -54,6 +54,19 @@ COMMANDS: dict[str, Command] = {
         keys=("model", "source", "imgsz", "conf", "iou", "max_det", "device", "project", "name", "exist_ok"),
         example="raytrain predict model=runs/detect/train/weights/best.pt source=images/",
     ),
+    "convert": Command(
+        summary="convert Ultralytics YOLOv8 detection weights to a raytrain checkpoint",
+        usage="raytrain convert SRC OUT [names=a,b,c | names=data.yaml]\n\n"
+              "SRC: a file holding a plain Ultralytics DetectionModel state_dict (read with weights_only=True), or\n"
+              "an Ultralytics .pt checkpoint when the ultralytics package is installed. A .pt checkpoint is pickled\n"
+              "Python objects: reading it runs code stored in the file, so only convert .pt files you trust.\n"
+              "Scale (yolov8n/s/m/l/x) and nc are read from the tensor shapes; names default to the checkpoint's.",
+        target="raytrain.models.convert:main",
+        keys=(),
+        example="raytrain convert yolov8n.pt yolov8n_raytrain.pt && "
+                "raytrain fit model=yolov8n pretrained=yolov8n_raytrain.pt data=shapes",
+        extra_keys=("names",),
+    ),
 }
 
 

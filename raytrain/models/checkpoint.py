@@ -224,10 +224,18 @@ def transfer_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     Used by ``pretrained=CKPT`` when the class count differs: everything but the class-output convolutions of the
     head transfers.
 
+    Args:
+        model: the model to update in place.
+        state_dict: tensors by name; a whole raytrain checkpoint dict is accepted too (its EMA weights when present,
+            else its model weights).
+
     Returns:
         (n_transferred, n_total): tensors copied, and tensors in the model's state_dict.
     """
+    if state_dict.get("format") == FORMAT:
+        state_dict = state_dict["ema"] if state_dict.get("ema") is not None else state_dict["model"]
     own = model.state_dict()
-    matching = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    matching = {k: v for k, v in state_dict.items()
+                if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(matching, strict=False)
     return len(matching), len(own)

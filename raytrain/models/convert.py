@@ -1,0 +1,198 @@
+"""``raytrain convert SRC OUT``: Ultralytics YOLOv8 detection weights -> a raytrain checkpoint.
+
+Our layer indices and state_dict keys are Ultralytics', so conversion is a key-for-key copy after checking every
+name and shape. The scale comes from the stem width (``model.0.conv.weight``: 16/32/48/64/80 filters for n/s/m/l/x)
+and the class count from the class-output convolution (``model.22.cv3.0.2.weight``).
+
+Two sources are accepted:
+
+- a file holding a plain ``DetectionModel.state_dict()`` (tensors only), read with ``weights_only=True``;
+- an Ultralytics ``.pt`` checkpoint (pickled Python objects), only when the ``ultralytics`` package is importable.
+  Unpickling runs code stored in the file: convert only files you trust.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from raytrain.config import ConfigError
+from raytrain.models.checkpoint import FORMAT, CheckpointError, make_checkpoint, save_checkpoint
+from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
+
+LOGGER = logging.getLogger("raytrain")
+
+STEM_KEY = "model.0.conv.weight"
+CLASS_KEY = "model.22.cv3.0.2.weight"
+# Stem filters (64 * width) -> scale.
+ARCH_BY_STEM_WIDTH = {16: "yolov8n", 32: "yolov8s", 48: "yolov8m", 64: "yolov8l", 80: "yolov8x"}
+
+EXPORT_HINT = ("or, where ultralytics is installed, save a plain state_dict and convert that: "
+               "python -c \"import torch; from ultralytics import YOLO; "
+               "torch.save(YOLO('best.pt').model.float().state_dict(), 'sd.pt')\"")
+
+
+def read_source(src: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """The detection state_dict in ``src`` and the class names when the file has them.
+
+    Raises:
+        CheckpointError: not a YOLOv8 detection state_dict or Ultralytics checkpoint, or a pickled checkpoint
+            without ``ultralytics`` installed.
+    """
+    src = Path(src).expanduser()
+    if not src.is_file():
+        raise ConfigError(f"convert: {src} not found.")
+    try:
+        obj = torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"{src} is not a PyTorch file ({str(e).strip().splitlines()[0][:200]}).") from None
+        return _read_pickled_ultralytics(src)
+    except Exception as e:  # RuntimeError, EOFError, ... for files that are not torch files
+        raise CheckpointError(f"{src} is not a PyTorch file ({type(e).__name__}).") from None
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        raise CheckpointError(f"{src} is already a raytrain checkpoint: use it directly (model= or pretrained=).")
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj), None
+        for key in ("ema", "model", "state_dict"):  # a dict wrapping a state_dict, e.g. {"model": sd}
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner), _names_list(obj.get("names"))
+    raise CheckpointError(f"{src} holds a {type(obj).__name__} that is not a state_dict of tensors; expected an "
+                          f"Ultralytics YOLOv8 DetectionModel state_dict.")
+
+
+def _read_pickled_ultralytics(src: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """Unpickle an Ultralytics checkpoint through the ultralytics package (runs code from the file)."""
+    if importlib.util.find_spec("ultralytics") is None:
+        raise CheckpointError(
+            f"{src} is a pickled checkpoint (Python objects, e.g. an Ultralytics .pt). Reading it needs the "
+            f"ultralytics package (pip install ultralytics; unpickling runs code from the file, so only for files you "
+            f"trust), {EXPORT_HINT}.")
+    import ultralytics.nn.tasks  # noqa: F401  (the classes the pickle refers to)
+
+    LOGGER.warning("Unpickling %s with ultralytics: this runs code stored in the file; only convert files you trust.",
+                   src)
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    model = None
+    if isinstance(ckpt, Mapping):
+        model = ckpt["ema"] if ckpt.get("ema") is not None else ckpt.get("model")
+    elif isinstance(ckpt, torch.nn.Module):
+        model = ckpt
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(f"{src}: no model found in this pickled checkpoint (keys: "
+                              f"{sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__}).")
+    if type(model).__name__ != "DetectionModel":
+        raise CheckpointError(f"{src} holds an Ultralytics {type(model).__name__}; only detection models "
+                              f"(DetectionModel) convert to raytrain.")
+    return dict(model.float().state_dict()), _names_list(getattr(model, "names", None))
+
+
+def _names_list(names: Any) -> list[str] | None:
+    """Class names from a list or an {index: name} dict (Ultralytics' and dataset YAML's forms)."""
+    if isinstance(names, Mapping):
+        return [str(names[k]) for k in sorted(names, key=int)]
+    if isinstance(names, (list, tuple)):
+        return [str(n) for n in names]
+    return None
+
+
+def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, int]:
+    """(arch, nc) from tensor shapes: stem width gives the scale, the class-output conv gives nc."""
+    if STEM_KEY not in state_dict or CLASS_KEY not in state_dict:
+        missing = STEM_KEY if STEM_KEY not in state_dict else CLASS_KEY
+        raise CheckpointError(f"not an Ultralytics YOLOv8 detection state_dict: no '{missing}' "
+                              f"(found keys like {list(state_dict)[:3]}).")
+    stem = int(state_dict[STEM_KEY].shape[0])
+    if stem not in ARCH_BY_STEM_WIDTH:
+        raise CheckpointError(f"stem width {stem} matches no YOLOv8 scale (expected one of "
+                              f"{sorted(ARCH_BY_STEM_WIDTH)} for {', '.join(SCALES)}).")
+    return ARCH_BY_STEM_WIDTH[stem], int(state_dict[CLASS_KEY].shape[0])
+
+
+def model_from_ultralytics(state_dict: Mapping[str, torch.Tensor]) -> DetectionModel:
+    """Our detector holding an Ultralytics YOLOv8 detection state_dict, after checking every key and shape."""
+    state = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    arch, nc = infer_arch(state)
+    model = build_model(arch, nc=nc)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        problems = [f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                    if items]
+        raise CheckpointError(f"not a YOLOv8 detection state_dict (looks like {arch}, nc={nc}, but "
+                              f"{'; '.join(problems)}). YOLO11, YOLOv5 and segment/pose models do not convert.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model
+
+
+def parse_names(value: Any, nc: int) -> list[str] | None:
+    """``names=`` as a list, comma-separated text or a dataset YAML path (its ``names``); checked against nc."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"names={value}: file not found.")
+        names = _names_list((yaml.safe_load(path.read_text()) or {}).get("names"))
+        if names is None:
+            raise ConfigError(f"names={value}: the file has no 'names' list or mapping.")
+    elif isinstance(value, str):
+        names = [n.strip() for n in value.split(",")]
+    else:
+        names = _names_list(value)
+    if names is None or len(names) != nc:
+        count = "no" if names is None else len(names)
+        raise ConfigError(f"names: got {count} class names for a model with nc={nc}.")
+    return names
+
+
+def convert(src: str | Path, out: str | Path, names: Any = None) -> Path:
+    """Convert Ultralytics YOLOv8 detection weights in ``src`` to a raytrain checkpoint at ``out``.
+
+    Args:
+        src: a plain DetectionModel state_dict file, or an Ultralytics .pt (needs ultralytics; runs pickled code).
+        out: where to write the raytrain checkpoint.
+        names: class names (list, "a,b,c", or a dataset YAML); default: the checkpoint's, else "0", "1", ...
+
+    Returns:
+        ``out`` as a Path.
+    """
+    if Path(src).expanduser().resolve() == Path(out).expanduser().resolve():
+        raise ConfigError("convert: OUT must differ from SRC.")
+    state, found_names = read_source(src)
+    model = model_from_ultralytics(state)
+    chosen = parse_names(names, model.nc) or found_names
+    if chosen is None:
+        LOGGER.warning("No class names in %s; using '0'..'%d' (pass names=a,b,... or names=data.yaml).",
+                       src, model.nc - 1)
+    elif len(chosen) != model.nc:
+        raise CheckpointError(f"{src}: {len(chosen)} class names for nc={model.nc}; pass names= explicitly.")
+    model.names = chosen or model.names
+    return save_checkpoint(out, make_checkpoint(model))
+
+
+def main(positional: list[str], args: dict[str, Any]) -> int:
+    """``raytrain convert SRC OUT [names=...]``."""
+    if len(positional) != 2:
+        raise ConfigError("convert needs SRC and OUT: raytrain convert yolov8n_state_dict.pt yolov8n_raytrain.pt")
+    src, out = positional
+    path = convert(src, out, names=args.get("names"))
+    from raytrain.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    print(f"Converted {src} -> {path} ({ckpt['arch']}, nc={ckpt['nc']}, {len(ckpt['model'])} tensors). "
+          f"Fine-tune with: raytrain fit model={ckpt['arch']} pretrained={path} data=...")
+    return 0
