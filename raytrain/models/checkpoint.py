@@ -122,10 +122,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} not found.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():  # a real pickle that needs more than tensors and plain data
-            raise _unreadable_error(path, e) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint file ({_first_line(e)}).") from None
+    except pickle.UnpicklingError:
+        if is_pickle_file(path):  # a real pickle that needs more than tensors and plain data
+            raise _unreadable_error(path) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint file (neither a torch zip archive nor a "
+                              f"pickle).") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for files that are not torch files
         raise CheckpointError(f"{path} is not a PyTorch checkpoint file ({type(e).__name__}: {_first_line(e)}).") \
             from None
@@ -155,7 +156,14 @@ def _check_layout(obj: dict[str, Any], where: str) -> None:
         raise CheckpointError(f"{where}: unknown arch {obj['arch']!r} (known: {', '.join(SCALES)}).")
 
 
-def _unreadable_error(path: Path, error: Exception) -> CheckpointError:
+def is_pickle_file(path: str | Path) -> bool:
+    """True for a torch zip archive or a raw pickle (protocol 2+), judged from the first bytes only."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _unreadable_error(path: Path) -> CheckpointError:
     """The error for a file ``weights_only`` refuses: say whose pickle it is, without unpickling it."""
     globals_used = _pickle_globals(path)
     if any(g.startswith("ultralytics") for g in globals_used):
@@ -164,27 +172,30 @@ def _unreadable_error(path: Path, error: Exception) -> CheckpointError:
             f"unpickles code when loading. Convert it once: raytrain convert {path} converted.pt "
             f"(see 'raytrain convert --help'), then use the converted file.")
     what = f" (it references {', '.join(sorted(globals_used)[:3])})" if globals_used else ""
-    return CheckpointError(f"{path} contains pickled Python objects{what} and is not a raytrain checkpoint; it "
-                           f"cannot be loaded safely ({_first_line(error)}).")
+    return CheckpointError(f"{path} contains pickled Python objects{what}, not a raytrain checkpoint; raytrain "
+                           f"loads only tensors and plain data, so it cannot be read safely.")
 
 
 def _pickle_globals(path: Path) -> set[str]:
     """Module names referenced by the pickle inside a torch zip file, read with pickletools (nothing executed)."""
     names: set[str] = set()
     try:
-        with zipfile.ZipFile(path) as archive:
-            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            if pkl is None:
-                return names
-            data = archive.read(pkl)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if pkl is None:
+                    return names
+                data = archive.read(pkl)
+        else:
+            data = Path(path).read_bytes()
         strings: list[str] = []
         for opcode, arg, _ in pickletools.genops(data):
-            if opcode.name == "GLOBAL":
-                names.add(str(arg).split(" ")[0])
+            if opcode.name == "GLOBAL":  # arg is "module name"
+                names.add(".".join(str(arg).split(" ")))
             elif isinstance(arg, str):
                 strings.append(arg)
             if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.add(strings[-2])
+                names.add(f"{strings[-2]}.{strings[-1]}")
     except Exception:  # an unreadable archive: we only lose the nicer message
         return names
     return names

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from raytrain.config import ConfigError
-from raytrain.models.checkpoint import FORMAT, CheckpointError, make_checkpoint, save_checkpoint
+from raytrain.models.checkpoint import FORMAT, CheckpointError, is_pickle_file, make_checkpoint, save_checkpoint
 from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
 
 LOGGER = logging.getLogger("raytrain")
@@ -51,9 +51,9 @@ def read_source(src: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | N
         raise ConfigError(f"convert: {src} not found.")
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            raise CheckpointError(f"{src} is not a PyTorch file ({str(e).strip().splitlines()[0][:200]}).") from None
+    except pickle.UnpicklingError:
+        if not is_pickle_file(src):
+            raise CheckpointError(f"{src} is not a PyTorch file (neither a torch zip archive nor a pickle).") from None
         return _read_pickled_ultralytics(src)
     except Exception as e:  # RuntimeError, EOFError, ... for files that are not torch files
         raise CheckpointError(f"{src} is not a PyTorch file ({type(e).__name__}).") from None
