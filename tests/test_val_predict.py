@@ -75,6 +75,15 @@ def test_evaluate_fake_model_metrics_losses_predictions_and_modes():
     assert top["bbox"] == pytest.approx([50.0, 25.0, 100.0, 50.0], abs=1e-3)
 
 
+def test_evaluate_ignores_padded_repeats():
+    batch = next(fake_loader(1, 2))
+    batch["padded"] = [False, True]
+    batch["targets"] = batch["targets"][:1]  # the repeat's ground truth would be missed if it were scored
+    result = evaluate(FakeDetector().eval(), [batch], device="cpu", names=["a", "b"], save_json=True)
+    assert result.per_class[0]["images"] == 1 and len(result.predictions) == 2
+    assert result.metrics["metrics/precision(B)"] == pytest.approx(1.0)
+
+
 def test_evaluate_without_loss_or_json():
     model = FakeDetector().eval()
     result = evaluate(model, fake_loader(1, 1), device="cpu", names={0: "a", 1: "b"}, conf=0.25)

@@ -51,12 +51,12 @@ def predict_image(model: nn.Module, image_rgb: np.ndarray, *, imgsz: int, device
     """
     from raytrain.data.augment import letterbox
 
-    img, ratio_pad = letterbox(image_rgb, imgsz)
+    img, gain, pad = letterbox(image_rgb, imgsz)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device).float() / 255
     with torch.no_grad():
         (det,) = non_max_suppression(model(x), conf, iou, max_det)
     det = det.float().cpu()
-    det[:, :4] = scale_boxes(det[:, :4], ratio_pad, image_rgb.shape[:2])
+    det[:, :4] = scale_boxes(det[:, :4], (gain, pad), image_rgb.shape[:2])
     return det
 
 

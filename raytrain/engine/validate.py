@@ -159,7 +159,8 @@ def evaluate(
         model: eval mode returns ``(B, 4 + nc, A)`` decoded ``xywh`` input-pixel boxes and sigmoid scores (a DDP
             wrapper is unwrapped).
         loader: batches as in the data contract (``img`` uint8 (B, 3, H, W), ``targets`` (N, 6) ``[batch_idx, cls,
-            xywh_n]``, ``im_files``, ``ori_shapes``, ``ratio_pads``).
+            xywh_n]``, ``im_files``, ``ori_shapes``, ``ratio_pads``; images flagged in an optional ``padded`` list
+            are rank-balancing repeats and are not scored).
         device: where the model lives.
         names: class names (list or {id: name}); ``len(names)`` is the number of classes.
         conf: NMS confidence threshold (0.001 for mAP).
@@ -198,7 +199,10 @@ def evaluate(
                 t3 = time.perf_counter()
                 dets = non_max_suppression(decoded, conf, iou, max_det, multi_label=True)
                 targets = targets.cpu()
+                padded = batch.get("padded") or [False] * len(dets)
                 for i, det in enumerate(dets):
+                    if padded[i]:  # a repeat the sharded sampler added so ranks get equal batches: not scored
+                        continue
                     ori_shape, ratio_pad = tuple(batch["ori_shapes"][i]), batch["ratio_pads"][i]
                     det = det.float().cpu()
                     det[:, :4] = scale_boxes(det[:, :4], ratio_pad, ori_shape)
@@ -207,7 +211,7 @@ def evaluate(
                     if predictions is not None:
                         predictions += coco_detections(det, batch["im_files"][i])
                 t4 = time.perf_counter()
-                images += imgs.shape[0]
+                images += len(dets)
                 for key, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     seconds[key] += dt
     finally:
