@@ -178,3 +178,16 @@ def test_fuse_gives_the_same_output():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert (before - after).abs().max().item() < 1e-3  # pixel boxes up to ~100 and scores
     assert torch.allclose(before[:, 4:], after[:, 4:], atol=1e-5)
+
+
+def test_public_api_and_copies():
+    import copy
+
+    import raytrain
+
+    model = raytrain.build_model("yolov8n", nc=2)  # lazily mapped to raytrain.models
+    assert isinstance(model, DetectionModel) and raytrain.load_model.__module__ == "raytrain.models.checkpoint"
+    ema = copy.deepcopy(model).eval()  # what an EMA does
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ema(x), model.eval()(x))

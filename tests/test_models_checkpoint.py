@@ -138,3 +138,6 @@ def test_transfer_weights_when_class_count_differs(trained_ckpt):
     assert transfer_weights(model, trained_ckpt) == (349, 355)
     assert torch.equal(model.state_dict()["model.0.conv.weight"], trained_ckpt["ema"]["model.0.conv.weight"])
     assert transfer_weights(build_model("yolov8s", nc=2), trained_ckpt["model"])[0] < 100  # other scale: BN only
+    # From 80 classes the class branch is wider (max(64, min(nc, 100)) channels in yolov8n), so all of cv3 is new:
+    # 3 levels x (2 Convs x 5 tensors + weight + bias) = 36 differ; the scalar BN counters still transfer.
+    assert transfer_weights(build_model("yolov8n", nc=3), build_model("yolov8n", nc=80).state_dict()) == (319, 355)
