@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -136,3 +138,123 @@ def test_evaluate_gathers_across_ranks(tmp_path):
         assert per_class[0]["images"] == 4 and per_class[0]["instances"] == 4  # every rank sees all 4 images
         assert n_predictions == 8 and metrics["val/cls_loss"] == 2.0
     assert results[0][1] == results[1][1]
+
+
+# --- end to end: `raytrain val` and `raytrain predict` on a tiny dataset and a random yolov8n checkpoint ---
+
+IMAGES = {  # stem: ((h, w), [(cls, x, y, w, h) xywh_n])
+    "1": ((64, 96), [(0, 0.5, 0.5, 0.6, 0.7)]),
+    "2": ((80, 64), [(1, 0.4, 0.5, 0.7, 0.8), (0, 0.8, 0.2, 0.3, 0.3)]),
+    "img_a": ((64, 64), [(1, 0.5, 0.5, 0.9, 0.9)]),
+    "4": ((48, 96), []),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 4-image, 2-class YOLO dataset and a checkpoint of a randomly initialised yolov8n (imgsz 64)."""
+    import cv2
+    import numpy as np
+    import yaml
+
+    from raytrain.config import make_config
+    from raytrain.models import build_model, make_checkpoint, save_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for stem, ((h, w), labels) in IMAGES.items():
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        (root / "labels" / f"{stem}.txt").write_text("".join(f"{c} {x} {y} {bw} {bh}\n" for c, x, y, bw, bh in labels))
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["a", "b"]}))
+    torch.manual_seed(0)
+    model = build_model("yolov8n", nc=2)
+    for branch in model.head.cv3:  # scores near 0.5 instead of the 1e-3 prior, so there is something to draw
+        branch[-1].bias.data.zero_()
+    ckpt = make_checkpoint(model, ["a", "b"], config=make_config({"imgsz": 64, "data": str(data)}).to_dict())
+    save_checkpoint(root / "tiny.pt", ckpt)
+    return root
+
+
+def _coco_map_of_file(predictions: list[dict]) -> float:
+    """pycocotools mAP50-95 of a predictions.json against the tiny dataset's labels in original pixels."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = {image_id(stem): i for i, stem in enumerate(sorted(IMAGES))}  # pycocotools sorts ids: no int/str mix
+    predictions = [{**p, "image_id": ids[p["image_id"]]} for p in predictions]
+    images, annotations = [], []
+    for stem, ((h, w), labels) in IMAGES.items():
+        image = ids[image_id(stem)]
+        images.append({"id": image, "width": w, "height": h})
+        for c, x, y, bw, bh in labels:
+            annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": c, "iscrowd": 0,
+                                "bbox": [(x - bw / 2) * w, (y - bh / 2) * h, bw * w, bh * h], "area": bw * w * bh * h})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 0}, {"id": 1}]}
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(predictions), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[0])
+
+
+def test_cli_val_writes_metrics_and_coco_predictions(tiny, tmp_path, capsys):
+    import json
+
+    from raytrain.cli import main
+
+    args = ["val", f"model={tiny / 'tiny.pt'}", "batch=2", "workers=0", "device=cpu", "save_json=True",
+            f"project={tmp_path}"]  # data and imgsz come from the checkpoint
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "mAP50-95" in out and "all" in out and out.count("\n") >= 4  # header, all, a, b, speed
+    summary = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    for key in ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)"):
+        assert 0 <= summary[key] <= 1
+    assert summary["images"] == 4 and summary["imgsz"] == 64
+    assert [(r["name"], r["images"], r["instances"]) for r in summary["per_class"]] == [("a", 2, 2), ("b", 2, 2)]
+    predictions = json.loads((tmp_path / "val" / "predictions.json").read_text())
+    assert predictions and {p["image_id"] for p in predictions} <= {1, 2, 4, "img_a"}
+    first = predictions[0]
+    assert set(first) == {"image_id", "category_id", "bbox", "score"} and len(first["bbox"]) == 4
+    assert all(p["bbox"][0] >= 0 and p["bbox"][0] + p["bbox"][2] <= 96.001 for p in predictions)  # original pixels
+    # What we print is what pycocotools computes from our predictions.json against the original labels.
+    assert summary["metrics/mAP50-95(B)"] == pytest.approx(_coco_map_of_file(predictions), abs=0.002)
+    assert main([*args, "save_json=False", "conf=0.01"]) == 0  # a fresh folder, val2, without predictions.json
+    assert (tmp_path / "val2" / "metrics.json").is_file() and not (tmp_path / "val2" / "predictions.json").exists()
+
+
+def test_cli_predict_draws_images_and_writes_json(tiny, tmp_path):
+    import json
+
+    import cv2
+
+    from raytrain.cli import main
+
+    args = ["predict", f"model={tiny / 'tiny.pt'}", f"source={tiny / 'images'}", "max_det=5",
+            "device=cpu", f"project={tmp_path}"]
+    assert main(args) == 0
+    save_dir = tmp_path / "predict"
+    for stem, ((h, w), _) in IMAGES.items():
+        drawn = cv2.imread(str(save_dir / f"{stem}.jpg"))
+        assert drawn is not None and drawn.shape == (h, w, 3)
+    results = json.loads((save_dir / "predictions.json").read_text())
+    assert [Path(r["file"]).stem for r in results] == sorted(IMAGES)
+    for r in results:
+        assert len(r["detections"]) <= 5
+        for d in r["detections"]:
+            assert set(d) == {"xyxy", "score", "class", "name"} and d["score"] > 0.25
+            assert d["name"] == "ab"[d["class"]]
+            x1, y1, x2, y2 = d["xyxy"]
+            assert 0 <= x1 <= x2 <= r["width"] and 0 <= y1 <= y2 <= r["height"]
+    assert sum(len(r["detections"]) for r in results) > 0
+    assert main([*args[:2], f"source={tiny / 'images' / '1.jpg'}", *args[3:]]) == 0  # one file, into predict2
+    assert [p.name for p in sorted((tmp_path / "predict2").iterdir())] == ["1.jpg", "predictions.json"]

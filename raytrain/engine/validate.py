@@ -51,11 +51,15 @@ def image_id(im_file: str) -> int | str:
 
 
 def coco_detections(det: torch.Tensor, im_file: str) -> list[dict[str, Any]]:
-    """COCO result dicts for one image's ``(n, 6)`` detections ``[x1, y1, x2, y2, score, cls]`` (original pixels)."""
+    """COCO result dicts for one image's ``(n, 6)`` detections ``[x1, y1, x2, y2, score, cls]`` (original pixels).
+
+    Boxes are rounded to 0.001 pixel; scores are kept exact, since rounding them would create ties that COCOeval
+    orders differently from the unrounded scores our own metrics saw.
+    """
     xyxy = det[:, :4].tolist()
     return [
         {"image_id": image_id(im_file), "category_id": int(c),
-         "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)], "score": round(s, 5)}
+         "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)], "score": s}
         for (x1, y1, x2, y2), s, c in zip(xyxy, det[:, 4].tolist(), det[:, 5].tolist(), strict=True)
     ]
 
