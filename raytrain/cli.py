@@ -39,6 +39,15 @@ COMMANDS: dict[str, Command] = {
         keys=("data", "imgsz", "single_cls"),
         example="raytrain check data=../shared/datasets/coco128/data.yaml",
     ),
+    "fit": Command(
+        summary="train a detector with Ray Train on CPU or GPU workers: weights, results.csv/png, W&B",
+        usage="raytrain fit data=DATA model=yolov8n epochs=100 imgsz=640 [batch device=0,1 resume=True ...]\n\n"
+              "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. batch is the\n"
+              "global batch, split across workers. resume=True continues the newest run in project.",
+        target="raytrain.fit:main",
+        keys=tuple(k for k in FIELDS if k not in ("split", "save_json", "source", "conf")),
+        example="raytrain fit data=shapes epochs=30 imgsz=320 batch=16",
+    ),
     "val": Command(
         summary="validate a checkpoint: COCO mAP50, mAP50-95, P, R per class; metrics.json, predictions.json",
         usage="raytrain val model=CKPT [data=DATA imgsz batch conf iou split save_json=True project name]",
