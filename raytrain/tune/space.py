@@ -1,0 +1,473 @@
+"""The search-space file of ``raytrain tune``: format, validation, and the Optuna sampling function.
+
+A space file is YAML with fixed training arguments (``train:``), the searched arguments (``space:``) keyed by the
+same names as ``raytrain fit``, the objective, and the experiment settings (see the top of
+``search_spaces/detect.yaml`` and the README's "Tuning" section). :func:`load_space` reads it, applies
+``key=value`` overrides and validates everything before any trial starts; every error names the file and the key
+path (``search_spaces/x.yaml: space.lr0: low >= high``). Ranges are checked by building :class:`Config` with each
+bound and each choice on top of the fixed arguments, so the valid ranges live in one place (``raytrain.config``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raytrain.config import _HINTS, FIELDS, WANDB_MODES, Config, ConfigError, make_config, unknown_key_error
+
+LOGGER = logging.getLogger("raytrain")
+
+PARAM_TYPES = ("uniform", "loguniform", "quniform", "qloguniform", "int", "randint", "qrandint", "choice")
+INT_TYPES = ("int", "randint", "qrandint")
+LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
+# Every metric a trial reports each epoch that makes sense as an objective (see DEVELOPERS.md, "Training on Ray").
+METRICS = (
+    "fitness", "metrics/mAP50(B)", "metrics/mAP50-95(B)", "metrics/precision(B)", "metrics/recall(B)",
+    *(f"val/{n}" for n in LOSS_NAMES), *(f"train/{n}" for n in LOSS_NAMES),
+)
+# Settings accepted at the top level of a space file (and as key=value overrides), besides train/space/resources.
+SETTINGS = (
+    "name", "project", "storage", "exist_ok", "resume", "address", "metric", "mode", "num_samples",
+    "max_concurrent_trials", "sampler", "search_seed", "points_to_evaluate", "scheduler", "grace_period",
+    "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode",
+)
+SECTIONS = ("train", "space", "resources")
+RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker")
+# key=value overrides that are not Config fields (``raytrain tune`` accepts them besides every Config key).
+CLI_KEYS = tuple(k for k in (*SETTINGS, "gpu") if k not in FIELDS and k != "points_to_evaluate")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched argument.
+
+    ``uniform``/``loguniform`` floats in [low, high]; ``quniform``/``qloguniform`` the same rounded to a multiple
+    of ``q``; ``int`` integers in [low, high]; ``randint`` integers in [low, high) (Tune's convention);
+    ``qrandint`` integers in [low, high] that are multiples of ``q``; ``choice`` one of ``values``.
+    """
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    values: tuple[Any, ...] = ()
+
+    @property
+    def is_int(self) -> bool:
+        return self.type in INT_TYPES
+
+    def extremes(self) -> list[tuple[str, Any]]:
+        """The values that bound this parameter, each with the name of the field that set it (for errors)."""
+        if self.type == "choice":
+            return [(f"values[{i}]", v) for i, v in enumerate(self.values)]
+        high = self.high - 1 if self.type == "randint" else self.high
+        return [("low", _num(self.low, self.is_int)), ("high", _num(high, self.is_int))]
+
+    def largest(self) -> Any:
+        """The largest value this parameter can take (``max_t`` for ASHA when searching ``epochs``)."""
+        return max(v for _, v in self.extremes())
+
+    def contains(self, value: Any) -> bool:
+        """True when ``value`` is a value this parameter can take (for ``points_to_evaluate``)."""
+        if self.type == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        high = self.high - 1 if self.type == "randint" else self.high
+        return self.low <= value <= high and (not self.is_int or float(value).is_integer())
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw a value with an Optuna trial (define-by-run), rounding the q types to their step."""
+        if self.type == "choice":
+            return trial.suggest_categorical(self.name, list(self.values))
+        if self.type in ("int", "randint", "qrandint"):
+            high = int(self.high) - 1 if self.type == "randint" else int(self.high)
+            step = int(self.q) if self.type == "qrandint" and self.q else 1
+            return trial.suggest_int(self.name, int(self.low), high, step=step)
+        log = self.type in ("loguniform", "qloguniform")
+        if self.type == "quniform":  # Optuna has stepped floats, but not stepped log floats
+            return trial.suggest_float(self.name, self.low, self.high, step=self.q)
+        value = trial.suggest_float(self.name, self.low, self.high, log=log)
+        return self.round(value) if self.q else value
+
+    def round(self, value: float) -> float:
+        """``value`` rounded to a multiple of ``q`` and kept inside [low, high]."""
+        rounded = round(round(value / self.q) * self.q, 12)
+        return min(max(rounded, self.low), self.high)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form of this parameter."""
+        if self.type == "choice":
+            return {"type": "choice", "values": list(self.values)}
+        out = {"type": self.type, "low": self.low, "high": self.high}
+        return {**out, "q": self.q} if self.q is not None else out
+
+
+def _num(value: Any, is_int: bool) -> Any:
+    return int(value) if is_int else float(value)
+
+
+@dataclass
+class TuneSpec:
+    """A validated search-space file with overrides applied (see the module docstring for the format)."""
+
+    source: str  # the file name, or "<dict>" (used in error messages)
+    train: dict[str, Any]  # fixed Config arguments (raw values; resources merged in)
+    space: dict[str, Param]
+    name: str = "tune"
+    project: str = "runs/tune"
+    storage: str | None = None
+    exist_ok: bool = False
+    resume: bool = False
+    address: str | None = None
+    metric: str = "fitness"
+    mode: str = "max"
+    num_samples: int = 10
+    max_concurrent_trials: int | None = None  # None: as many as the cluster can hold
+    sampler: str = "tpe"
+    search_seed: int = 0
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    scheduler: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    patience: int | None = None
+    time_budget_s: float | None = None
+    wandb_project: str | None = None
+    wandb_mode: str = ""
+
+    @property
+    def base_config(self) -> Config:
+        """The fixed training arguments as a validated Config (before any searched value is applied)."""
+        return make_config(self.train)
+
+    @property
+    def max_epochs(self) -> int:
+        """The largest ``epochs`` any trial can run: ASHA's ``max_t``."""
+        if "epochs" in self.space:
+            return int(self.space["epochs"].largest())
+        return self.base_config.epochs
+
+    def trial_config(self, params: Mapping[str, Any]) -> Config:
+        """The full training Config of a trial: the fixed arguments with the sampled ``params`` on top."""
+        return make_config(self.train, dict(params))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space file's YAML form (settings, ``train:``, ``space:``), e.g. to save next to the experiment."""
+        settings = {k: getattr(self, k) for k in SETTINGS}
+        return {**settings, "train": dict(self.train), "space": {k: p.to_dict() for k, p in self.space.items()}}
+
+    def sample_space(self, trial: Any) -> dict[str, Any]:
+        """Optuna define-by-run function: one value per searched parameter (returned so q-rounding sticks)."""
+        return {name: param.suggest(trial) for name, param in self.space.items()}
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TuneSpec) if f.name in SETTINGS}
+_DEFAULTS["points_to_evaluate"] = []
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TuneSpec:
+    """Read and validate a search-space file (or an equivalent dict) with ``key=value`` overrides on top.
+
+    Overrides: experiment settings (``num_samples=20``, ``name=x``, ``gpu=true``, ...) replace the file's; any
+    other key is a training argument and goes under ``train:`` (a searched argument given this way is fixed and
+    removed from the space).
+
+    Raises:
+        ConfigError: naming the file and the key path of the first problem found.
+    """
+    if isinstance(source, Mapping):
+        where, raw = "<dict>", dict(source)
+    else:
+        where, raw = str(source), _read_yaml(Path(source))
+    raw = _apply_overrides(raw, dict(overrides or {}), where)
+    for key in raw:
+        if key in (*SETTINGS, *SECTIONS):
+            continue
+        if key in FIELDS:
+            raise ConfigError(f"{where}: {key}: a training argument at the top level; put it under 'train:' "
+                              f"(fixed) or 'space:' (searched).")
+        raise _at(where, key, unknown_key_error(key, (*SETTINGS, *SECTIONS)))
+    train = _section(raw, "train", where)
+    resources = _section(raw, "resources", where)
+    for key in train:
+        if key not in FIELDS:
+            raise _at(where, f"train.{key}", unknown_key_error(key, FIELDS))
+    train = {**train, **_resources_to_train(resources, where)}
+    space = {key: _parse_param(key, value, where) for key, value in _section(raw, "space", where).items()}
+    if not space:
+        raise ConfigError(f"{where}: space: nothing to search; add at least one argument under 'space:'.")
+    # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget).
+    settings = {k: raw[k] for k in SETTINGS if k in raw and (raw[k] is not None or _DEFAULTS[k] is None)}
+    spec = TuneSpec(source=where, train=train, space=space, **_typed_settings(settings, where))
+    validate_spec(spec)
+    return spec
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    path = path.expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: search-space file not found.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'train:' and 'space:', got {type(data).__name__}.")
+    return data
+
+
+def _at(where: str, key_path: str, error: Exception) -> ConfigError:
+    """A ConfigError prefixed with the file and the key path."""
+    return ConfigError(f"{where}: {key_path}: {error}")
+
+
+def _section(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key}: expected a mapping of name: value, got {type(value).__name__}.")
+    return dict(value)
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """Settings overrides replace the file's; training arguments go under ``train:`` and leave the space."""
+    raw = {**raw, "train": dict(raw.get("train") or {}), "space": dict(raw.get("space") or {}),
+           "resources": dict(raw.get("resources") or {})}
+    for key, value in overrides.items():
+        if key in SETTINGS:
+            raw[key] = value
+        elif key == "gpu":
+            raw["resources"]["gpu"] = value
+        elif key in FIELDS:
+            raw["train"][key] = value
+            if raw["space"].pop(key, None) is not None:
+                LOGGER.info("%s: %s=%r given as an override: fixed, no longer searched.", where, key, value)
+        else:
+            raise unknown_key_error(key, [*FIELDS, *CLI_KEYS], where="the overrides")
+    return raw
+
+
+def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``resources:`` (workers, gpu, cpus_per_worker per trial) as the Config fields that mean the same."""
+    out: dict[str, Any] = {}
+    for key in resources:
+        if key not in RESOURCE_KEYS:
+            raise _at(where, f"resources.{key}", unknown_key_error(key, RESOURCE_KEYS))
+    if "workers" in resources:
+        out["num_workers"] = resources["workers"]
+    if "cpus_per_worker" in resources:
+        out["cpus_per_worker"] = resources["cpus_per_worker"]
+    if "gpu" in resources:
+        gpu = resources["gpu"]
+        if isinstance(gpu, str) and gpu.lower() in ("true", "false"):
+            gpu = gpu.lower() == "true"
+        if not isinstance(gpu, bool):
+            raise ConfigError(f"{where}: resources.gpu: expected true or false, got {gpu!r}.")
+        out["device"] = "" if gpu else "cpu"
+    return out
+
+
+def _parse_param(key: str, value: Any, where: str) -> Param:
+    path = f"space.{key}"
+    if key not in FIELDS:
+        raise _at(where, path, unknown_key_error(key, FIELDS))
+    if isinstance(value, list):  # shorthand: a plain list is a choice
+        value = {"type": "choice", "values": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {path}: expected a mapping like {{type: uniform, low: 0.1, high: 0.9}} "
+                          f"or a list of choices, got {value!r}.")
+    unknown = set(value) - {"type", "low", "high", "q", "values"}
+    if unknown:
+        raise ConfigError(f"{where}: {path}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+                          f"use type, low, high, q or values.")
+    kind = value.get("type", "choice" if "values" in value else None)
+    if kind not in PARAM_TYPES:
+        raise ConfigError(f"{where}: {path}: type={kind!r} is not a parameter type; use one of "
+                          f"{', '.join(PARAM_TYPES)}.")
+    if kind == "choice":
+        values = value.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: {path}: a choice needs a non-empty list of values.")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(f"{where}: {path}: values repeat an entry.")
+        return Param(key, kind, values=tuple(values))
+    bounds = {}
+    for name in ("low", "high", *(("q",) if kind.startswith("q") else ())):
+        number = value.get(name)
+        if isinstance(number, str):  # YAML reads 1e-3 (no dot) as text
+            with contextlib.suppress(ValueError):
+                number = float(number)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ConfigError(f"{where}: {path}: {kind} needs a number for {name}, got {value.get(name)!r}.")
+        bounds[name] = number
+    if "q" in value and "q" not in bounds:
+        raise ConfigError(f"{where}: {path}: q only applies to quniform, qloguniform and qrandint.")
+    low, high, q = bounds["low"], bounds["high"], bounds.get("q")
+    if low >= high:
+        raise ConfigError(f"{where}: {path}: low >= high ({low} >= {high}).")
+    if kind in ("loguniform", "qloguniform") and low <= 0:
+        raise ConfigError(f"{where}: {path}: loguniform needs low > 0, got low={low}.")
+    if q is not None and q <= 0:
+        raise ConfigError(f"{where}: {path}: q must be positive, got {q}.")
+    if kind in INT_TYPES:
+        if not all(float(b).is_integer() for b in bounds.values()):
+            raise ConfigError(f"{where}: {path}: {kind} needs integer low, high and q.")
+        if kind == "randint" and high - low < 1:
+            raise ConfigError(f"{where}: {path}: randint excludes high; [{low}, {high}) holds no integer.")
+    elif _HINTS[key] is int:
+        raise ConfigError(f"{where}: {path}: {key} is an integer argument; use type int, randint or qrandint "
+                          f"(or choice), not {kind}.")
+    return Param(key, kind, low=low, high=high, q=q)
+
+
+def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """Coerce and range-check the experiment settings."""
+    out = dict(settings)
+
+    def number(key: str, kind: type, minimum: float, allow_none: bool = False, strict: bool = False) -> None:
+        if key not in out or (out[key] is None and allow_none):
+            return
+        value = out[key]
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not integral):
+            raise ConfigError(f"{where}: {key}: expected {'an integer' if kind is int else 'a number'}, "
+                              f"got {settings[key]!r}.")
+        value = kind(value)
+        if value < minimum or (strict and value == minimum):
+            raise ConfigError(f"{where}: {key}: must be {'>' if strict else '>='} {minimum}, got {value}.")
+        out[key] = value
+
+    number("num_samples", int, 1)
+    number("max_concurrent_trials", int, 1, allow_none=True)
+    number("search_seed", int, 0)
+    number("grace_period", int, 1)
+    number("reduction_factor", float, 1, strict=True)
+    number("patience", int, 1, allow_none=True)
+    number("time_budget_s", float, 0, allow_none=True, strict=True)
+    for key in ("exist_ok", "resume"):
+        if key in out and not isinstance(out[key], bool):
+            text = str(out[key]).lower()
+            if text not in ("true", "false"):
+                raise ConfigError(f"{where}: {key}: expected true or false, got {out[key]!r}.")
+            out[key] = text == "true"
+    choices = {"mode": ("max", "min"), "sampler": ("tpe", "random"), "scheduler": ("asha", "none"),
+               "wandb_mode": WANDB_MODES}
+    for key, allowed in choices.items():
+        if key in out:
+            out[key] = "none" if key == "scheduler" and out[key] in (None, False) else str(out[key])
+            if out[key] not in allowed:
+                raise ConfigError(f"{where}: {key}: {out[key]!r} is not allowed; use one of "
+                                  f"{', '.join(repr(a) for a in allowed)}.")
+    for key in ("name", "project", "metric"):
+        if key in out and not str(out[key] or "").strip():
+            raise ConfigError(f"{where}: {key}: must not be empty.")
+        if key in out:
+            out[key] = str(out[key])
+    if "name" in out and not re.fullmatch(r"[\w.\-]+", out["name"]):
+        raise ConfigError(f"{where}: name: {out['name']!r} must be a folder name (letters, digits, . _ -).")
+    points = out.get("points_to_evaluate") or []
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise ConfigError(f"{where}: points_to_evaluate: expected a list of mappings (argument: value).")
+    out["points_to_evaluate"] = [dict(p) for p in points]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- validation
+def validate_spec(spec: TuneSpec) -> None:
+    """Check the fixed arguments, every bound and choice against Config, the objective and the ASHA settings."""
+    where = spec.source
+    try:
+        base = make_config(spec.train)
+    except ConfigError as e:
+        raise _at(where, "train", e) from None
+    for name, param in spec.space.items():
+        for field_name, value in param.extremes():
+            try:
+                make_config(spec.train, {name: value})
+            except ConfigError as e:
+                raise _at(where, f"space.{name}.{field_name}", e) from None
+    _check_optimizer_trap(spec, base)
+    _check_batch_split(spec, base)
+    _check_metric(spec)
+    _check_points(spec)
+    if spec.scheduler == "asha" and spec.grace_period > spec.max_epochs:
+        raise ConfigError(f"{where}: grace_period: {spec.grace_period} is more than the largest epochs "
+                          f"({spec.max_epochs}): ASHA would never compare trials.")
+
+
+def _check_optimizer_trap(spec: TuneSpec, base: Config) -> None:
+    """``optimizer=auto`` picks lr0 and momentum itself, so searching them would search nothing."""
+    searched = [k for k in ("lr0", "momentum") if k in spec.space]
+    if not searched:
+        return
+    opt = spec.space.get("optimizer")
+    auto = (opt is not None and any(str(v).lower() == "auto" for v in opt.values)) or \
+        (opt is None and base.optimizer == "auto")
+    if auto:
+        where = "space.optimizer" if opt is not None else "train.optimizer"
+        raise ConfigError(
+            f"{spec.source}: {where}: optimizer=auto chooses lr0 and momentum itself and ignores the searched "
+            f"{' and '.join(searched)}, so those trials would differ only in name. Fix an optimizer under "
+            f"'train:' (e.g. optimizer: SGD) or search 'optimizer' as a choice without auto.")
+
+
+def _check_batch_split(spec: TuneSpec, base: Config) -> None:
+    """Every searched batch must divide evenly between the trial's training workers."""
+    workers = base.num_workers or 1
+    param = spec.space.get("batch")
+    if workers <= 1 or param is None:
+        return
+    if param.type == "choice":
+        bad = [v for v in param.values if isinstance(v, int) and v != -1 and v % workers]
+    else:
+        step_ok = param.type == "qrandint" and param.q and param.q % workers == 0 and param.low % workers == 0
+        bad = [] if step_ok else [param.low]
+    if bad:
+        raise ConfigError(f"{spec.source}: space.batch: batch={bad[0]} does not divide between {workers} workers; "
+                          f"use choices that are multiples of {workers}, or qrandint with q a multiple of {workers}.")
+
+
+def _check_metric(spec: TuneSpec) -> None:
+    if spec.metric not in METRICS:
+        close = difflib.get_close_matches(spec.metric, METRICS, n=2, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"{spec.source}: metric: trials never report {spec.metric!r}.{hint} Reported metrics: "
+                          f"{', '.join(METRICS)}.")
+    if spec.metric.endswith("_loss") and spec.mode == "max":
+        raise ConfigError(f"{spec.source}: mode: metric={spec.metric} is a loss; use mode: min.")
+    if not spec.metric.endswith("_loss") and spec.mode == "min":
+        LOGGER.warning("%s: mode=min with metric=%s: the search will prefer lower %s.", spec.source, spec.metric,
+                       spec.metric)
+
+
+def _check_points(spec: TuneSpec) -> None:
+    """Each start point names only searched arguments, with values the space can take."""
+    for i, point in enumerate(spec.points_to_evaluate):
+        for key, value in point.items():
+            path = f"points_to_evaluate[{i}].{key}"
+            if key not in spec.space:
+                raise _at(spec.source, path, unknown_key_error(key, spec.space))
+            if not spec.space[key].contains(value):
+                raise ConfigError(f"{spec.source}: {path}: {value!r} is outside the space "
+                                  f"({spec.space[key].to_dict()}).")
+        missing = [k for k in spec.space if k not in point]
+        if missing:
+            raise ConfigError(f"{spec.source}: points_to_evaluate[{i}]: missing {', '.join(missing)} (a start "
+                              f"point gives every searched argument).")
+
+
+__all__ = ["METRICS", "PARAM_TYPES", "Param", "TuneSpec", "load_space", "validate_spec"]
