@@ -48,6 +48,27 @@ COMMANDS: dict[str, Command] = {
         keys=tuple(k for k in FIELDS if k not in ("split", "save_json", "source", "conf")),
         example="raytrain fit data=shapes epochs=30 imgsz=320 batch=16",
     ),
+    "tune": Command(
+        summary="search training hyperparameters: Optuna TPE + ASHA over fit runs on Ray Tune; trials.csv, best.yaml",
+        usage="raytrain tune SPACE.yaml [key=value ...]\n\n"
+              "Settings (num_samples=, name=, resume=True, gpu=true, metric=, patience=, time_budget_s=, ...)\n"
+              "replace the file's; any other key is a fixed training argument (a searched one leaves the space).\n"
+              "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. The file format is\n"
+              "described at the top of search_spaces/detect.yaml.",
+        target="raytrain.tune.run:main",
+        keys=("name", "project", "storage", "exist_ok", "resume", "address", "patience", "wandb_project",
+              "wandb_mode"),
+        example="raytrain tune search_spaces/quickstart.yaml num_samples=8",
+        extra_keys=("metric", "mode", "num_samples", "max_concurrent_trials", "sampler", "search_seed", "scheduler",
+                    "grace_period", "reduction_factor", "time_budget_s", "gpu"),
+    ),
+    "results": Command(
+        summary="show a tune experiment's ranked trials and redraw its plots (finished or running)",
+        usage="raytrain results EXPERIMENT_DIR",
+        target="raytrain.tune.results:main",
+        keys=(),
+        example="raytrain results runs/tune/quickstart",
+    ),
     "val": Command(
         summary="validate a checkpoint: COCO mAP50, mAP50-95, P, R per class; metrics.json, predictions.json",
         usage="raytrain val model=CKPT [data=DATA imgsz batch conf iou split save_json=True project name]",
