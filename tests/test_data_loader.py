@@ -11,7 +11,7 @@ from test_data_helpers import write_dataset, write_image
 
 from raytrain.config import Config
 from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
-from raytrain.data.loader import ShardedSampler, SampleKey, disk_cache_file, subset_indices
+from raytrain.data.loader import SampleKey, ShardedSampler, disk_cache_file, subset_indices
 
 NO_AUG = dict(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0)
 

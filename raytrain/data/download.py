@@ -165,9 +165,13 @@ def fetch(url: str, path: Path, *, timeout: float = 30.0, dest: Path | None = No
             raise OSError(f"transfer interrupted: got {done} of {total} bytes")
     except (urllib.error.URLError, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
-        where = (f" Offline? Download it on a machine with internet access and unzip it so that {dest} holds the "
-                 f"dataset (or put the archive at {dest.parent / path.name}), then run again.") if dest else ""
-        raise DatasetError(f"could not download {url}: {getattr(e, 'reason', e)}.{where}") from e
+        if isinstance(e, urllib.error.HTTPError):
+            why = f"HTTP {e.code} {e.reason}."
+        else:
+            why = f"{getattr(e, 'reason', e)}. Offline? Download it on a machine with internet access."
+        where = (f" To install it by hand, unzip the archive so that {dest} holds the dataset, or put the archive "
+                 f"at {dest.parent / path.name}, then run again.") if dest else ""
+        raise DatasetError(f"could not download {url}: {why}{where}") from e
     os.replace(part, path)
     return path
 
