@@ -306,7 +306,7 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
                       save_json=cfg.save_json)
     save_dir = fresh_dir(cfg.project, cfg.name, cfg.exist_ok)
     print(format_table(result.metrics, result.per_class, len(dataset), cfg.verbose))
-    print("Speed: " + ", ".join(f"{v:.1f} ms {k}" for k, v in result.speed.items()) + " per image")
+    print("Speed: " + ", ".join(f"{v:.1f} ms {k}" for k, v in result.speed.items() if k != "loss") + " per image")
     summary = {"model": str(Path(cfg.model).expanduser().resolve()), "data": str(spec.yaml_file), "split": cfg.split,
                "imgsz": cfg.imgsz, "conf": conf, "iou": cfg.iou, "images": len(dataset), **result.metrics,
                "per_class": result.per_class, "speed": result.speed}
