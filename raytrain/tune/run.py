@@ -93,7 +93,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     build_trainer = getattr(importlib.import_module(module), name)
     trainer = build_trainer(
         cfg,
-        run_name=f"{trial_name}-{trial_id}",  # stable across retries and resume: Train resumes its own snapshot
+        run_name=trial_name,  # stable across retries and resume: Train finds its own snapshot
         storage_path=job.train_storage,
         save_dir=Path(cfg.project) / trial_name,
         ray_callbacks=[TuneReportCallback()],
@@ -289,25 +289,18 @@ def experiment_dir(spec: TuneSpec) -> Path:
     return project / f"{spec.name}{n}"
 
 
-def resolve_train_args(train: Mapping[str, Any]) -> dict[str, Any]:
-    """Fixed arguments with paths made absolute and the dataset resolved once, on the driver, before trials.
+def resolve_train_args(spec: TuneSpec) -> dict[str, Any]:
+    """The fixed arguments resolved once, on the driver, before trials start (Ray must be running).
 
-    Trials run in their own working directories (possibly on other nodes), so a relative ``data=`` or ``model=``
-    would break there; built-in datasets are generated or downloaded here, once, not by every trial.
+    Trials run in their own working directories (possibly on other nodes), so relative ``data=`` / ``model=`` paths
+    would break there; built-in datasets are generated or downloaded and scanned here, once, not by every trial.
     """
-    from raytrain.data import resolve_data
+    from raytrain.fit import resolve_config
 
-    out = dict(train)
-    cfg = make_config(out)
-    out["data"] = str(resolve_data(cfg.data).yaml_file)
-    for key in ("model", "pretrained"):
-        value = getattr(cfg, key)
-        if isinstance(value, str) and value.endswith(".pt"):
-            path = Path(value).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{key}={value}: file not found.")
-            out[key] = str(path.resolve())
-    return out
+    try:
+        return resolve_config(spec.base_config).to_dict()
+    except ConfigError as e:
+        raise ConfigError(f"{spec.source}: train: {e}") from None
 
 
 def check_dashboard(spec: TuneSpec) -> str | None:
@@ -330,7 +323,7 @@ def check_dashboard(spec: TuneSpec) -> str | None:
 
 def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, trainer_factory: str) -> TrialJob:
     return TrialJob(
-        train=resolve_train_args(spec.train), param_names=tuple(spec.space), experiment=exp_dir.name,
+        train=resolve_train_args(spec), param_names=tuple(spec.space), experiment=exp_dir.name,
         experiment_dir=str(exp_dir), train_storage=_join(storage_root, exp_dir.name, TRAIN_FOLDER),
         wandb_project=spec.wandb_project or Path(spec.project).name, wandb_mode=spec.wandb_mode,
         trainer_factory=trainer_factory,
@@ -376,15 +369,17 @@ def trainable(job: TrialJob) -> Any:
     return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), {"CPU": TRIAL_RESERVATION_CPU})
 
 
-def tune(space: str | Path | Mapping[str, Any], *, _trainer_factory: str = TRAINER_FACTORY,
+def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _trainer_factory: str = TRAINER_FACTORY,
          **overrides: Any) -> TuneResult:
     """Search training hyperparameters: one ``raytrain fit`` run per trial, scheduled by Ray Tune.
 
-    Ray must already be running (``ray.init(include_dashboard=True)`` or a cluster); the ``raytrain tune`` CLI
-    starts it. The search space is validated before any trial starts.
+    Ray must be running (``ray.init(include_dashboard=True)``, or a cluster); ``start_ray=True`` (what
+    ``raytrain tune`` does) starts a local Ray with the dashboard, or connects to ``address=`` / ``RAY_ADDRESS``,
+    and shuts it down afterwards. The search space is validated before any trial starts.
 
     Args:
         space: a search-space YAML file, or the same structure as a dict.
+        start_ray: start (and afterwards stop) Ray when it is not running.
         **overrides: experiment settings (``num_samples=4``, ``name=x``, ``resume=True``, ...) or training
             arguments (``epochs=3``, ``data=coco128``; a searched argument given here is fixed).
 
@@ -393,12 +388,39 @@ def tune(space: str | Path | Mapping[str, Any], *, _trainer_factory: str = TRAIN
     """
     import ray
 
+    spec = load_space(space, overrides)
+    if ray.is_initialized():
+        return _run(spec, _trainer_factory)
+    if not start_ray:
+        raise RuntimeError("raytrain.tune() needs Ray running: call ray.init(include_dashboard=True) first "
+                           "(ray.init(address='auto') to join a cluster), or pass start_ray=True.")
+    init_ray(spec.address or os.environ.get("RAY_ADDRESS"))
+    try:
+        return _run(spec, _trainer_factory)
+    finally:
+        ray.shutdown()
+
+
+def init_ray(address: str | None) -> None:
+    """Start a local Ray with the dashboard (it frees stopped trials' workers), or connect to ``address``."""
+    import ray
+
+    if address in (None, "", "local"):
+        LOGGER.info("Starting a local Ray.")
+        # address="local": a new instance even when a stale `ray start` address file is lying around.
+        context = ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=True)
+    else:
+        LOGGER.info("Connecting to the Ray cluster at %s.", address)
+        context = ray.init(address=address, log_to_driver=True)
+    if context.dashboard_url:
+        LOGGER.info("Ray dashboard: http://%s", context.dashboard_url.removeprefix("http://"))
+
+
+def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
+    import ray
+
     from raytrain.storage import resolve_storage
 
-    spec = load_space(space, overrides)
-    if not ray.is_initialized():
-        raise ConfigError("Ray is not running: start it with ray.init(include_dashboard=True) (or connect to a "
-                          "cluster) before raytrain.tune(), or use the 'raytrain tune' command, which does.")
     exp_dir = experiment_dir(spec)
     storage_root = resolve_storage(spec.storage, spec.project)
     if "://" not in storage_root and spec.storage is not None:
@@ -408,7 +430,7 @@ def tune(space: str | Path | Mapping[str, Any], *, _trainer_factory: str = TRAIN
     cap = concurrency_cap(spec, ray.cluster_resources())
     dashboard = check_dashboard(spec)
     base = spec.base_config
-    job = build_job(spec, exp_dir, storage_root, _trainer_factory)
+    job = build_job(spec, exp_dir, storage_root, trainer_factory)
     exp_dir.mkdir(parents=True, exist_ok=True)
     if not spec.resume:
         import yaml
@@ -456,29 +478,20 @@ def _result(exp: Experiment, spec: TuneSpec) -> TuneResult:
 # ---------------------------------------------------------------------------------------------------------- CLI
 def main(positional: list[str], args: dict[str, Any]) -> int:
     """``raytrain tune SPACE.yaml [key=value ...]``: start (or connect to) Ray with the dashboard, then tune."""
-    import ray
-
-    from raytrain.cli import ray_address
-
     if len(positional) > 1:
         raise ConfigError("usage: raytrain tune SPACE.yaml [key=value ...] (one search-space file)")
-    space = positional[0] if positional else "search_spaces/quickstart.yaml"
-    load_space(space, args)  # validate before paying for Ray
-    started = False
-    if not ray.is_initialized():
-        address = ray_address(args)
-        context = ray.init(address=address, include_dashboard=True if address is None else None,
-                           configure_logging=False, log_to_driver=True)
-        started = True
-        if context.dashboard_url:
-            LOGGER.info("Ray dashboard: http://%s", context.dashboard_url.removeprefix("http://"))
-    try:
-        result = tune(space, **args)
-    finally:
-        if started:
-            ray.shutdown()
+    result = tune(positional[0] if positional else default_space(), start_ray=True, **args)
     _print_summary(result)
     return 0
+
+
+def default_space() -> Path:
+    """``search_spaces/quickstart.yaml`` next to the package (what ``raytrain tune`` with no file runs)."""
+    path = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
+    if not path.is_file():
+        raise ConfigError("usage: raytrain tune SPACE.yaml [key=value ...] (the quickstart space was not found "
+                          f"at {path})")
+    return path
 
 
 def _print_summary(result: TuneResult) -> None:

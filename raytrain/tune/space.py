@@ -443,7 +443,8 @@ def _check_batch_split(spec: TuneSpec, base: Config) -> None:
 
 def _check_metric(spec: TuneSpec) -> None:
     if spec.metric not in METRICS:
-        close = difflib.get_close_matches(spec.metric, METRICS, n=2, cutoff=0.5)
+        contains = [m for m in METRICS if spec.metric.lower() in m.lower()]  # e.g. mAP50 -> metrics/mAP50(B)
+        close = contains[:2] or difflib.get_close_matches(spec.metric, METRICS, n=2, cutoff=0.5)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"{spec.source}: metric: trials never report {spec.metric!r}.{hint} Reported metrics: "
                           f"{', '.join(METRICS)}.")
