@@ -34,9 +34,9 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "check": Command(
         summary="check a dataset: counts, per-class instances, skipped files with reasons",
-        usage="raytrain check data=DATA [imgsz=640]",
+        usage="raytrain check data=DATA [single_cls=True]   (DATA: shapes, coco8, coco128 or a dataset YAML)",
         target="raytrain.data.check:main",
-        keys=("data", "imgsz", "single_cls"),
+        keys=("data", "single_cls"),
         example="raytrain check data=../shared/datasets/coco128/data.yaml",
     ),
     "fit": Command(

@@ -16,6 +16,7 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -124,7 +125,7 @@ def download_dataset(url: str, dest: Path, *, extra_files: dict[str, str] | None
         if required and all((dest / r).exists() for r in required):
             return dest  # another process finished it while we waited
         archive_name = Path(urllib.parse.urlparse(url).path).name or "dataset.zip"
-        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -177,10 +178,32 @@ def fetch(url: str, path: Path, *, timeout: float = 30.0, dest: Path | None = No
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
+    """A byte progress bar on stderr (tqdm, which Ray installs; a plain one otherwise); silent when not a tty."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _PlainProgress(total, desc)
     return tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                 disable=not sys.stderr.isatty(), leave=False)
+
+
+class _PlainProgress:
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+        self.enabled = sys.stderr.isatty()
+
+    def __enter__(self) -> _PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            share = f" {100 * self.done / self.total:5.1f}%" if self.total else ""
+            sys.stderr.write(f"\r{self.desc}: {self.done / 2**20:.1f} MiB{share}")
 
 
 def _check_member(name: str, link_target: str | None = None) -> None:
@@ -245,6 +268,6 @@ def _move_into_place(content: Path, dest: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

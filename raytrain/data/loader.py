@@ -11,6 +11,7 @@ import hashlib
 import logging
 import math
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -77,7 +78,7 @@ def load_cached_npy(im_file: str) -> np.ndarray:
             pass
     img = load_image(im_file)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
+    tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
     try:
         np.save(tmp, img)
         os.replace(tmp, npy)

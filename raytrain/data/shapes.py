@@ -180,16 +180,20 @@ def ensure_shapes(root: Path | None = None) -> Path:
         with FileLock(str(root.parent / f".{root.name}.lock"), timeout=600):
             if _complete(root):  # another process generated it while we waited
                 return root / "data.yaml"
+            for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed generator; we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
             start = time.perf_counter()
             LOGGER.info("Generating the built-in 'shapes' dataset in %s ...", root)
-            generate(tmp)
-            if root.exists():  # an older version or a leftover: move it away, then replace
-                old = root.parent / f".{root.name}.old-{os.getpid()}"
-                os.replace(root, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, root)
+            try:
+                generate(tmp)
+                if root.exists():  # an older version or a leftover: move it away, then replace
+                    old = root.parent / f".{root.name}.old-{os.getpid()}"
+                    os.replace(root, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                os.replace(tmp, root)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             LOGGER.info("Generated 'shapes' (%s) in %.1f s.", ", ".join(f"{n} {s}" for s, n in SPLIT_SIZES.items()),
                         time.perf_counter() - start)
     except OSError as e:
