@@ -254,3 +254,17 @@ def test_cli_predict_draws_images_and_writes_json(tiny, tmp_path):
     assert sum(len(r["detections"]) for r in results) > 0
     assert main([*args[:2], f"source={tiny / 'images' / '1.jpg'}", *args[3:]]) == 0  # one file, into predict2
     assert [p.name for p in sorted((tmp_path / "predict2").iterdir())] == ["1.jpg", "predictions.json"]
+
+
+def test_cli_clean_errors(tiny, tmp_path, capsys):
+    from raytrain.cli import main
+    from raytrain.models import build_model, make_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "nc3.pt", make_checkpoint(build_model("yolov8n", nc=3), ["x", "y", "z"]))
+    assert main(["val", f"model={tmp_path / 'nc3.pt'}", f"data={tiny / 'data.yaml'}", "imgsz=64",
+                 f"project={tmp_path}"]) == 2
+    assert "has 2 classes" in capsys.readouterr().err
+    assert main(["val", f"data={tiny / 'data.yaml'}"]) == 2
+    assert "needs model=" in capsys.readouterr().err
+    assert main(["predict", f"model={tiny / 'tiny.pt'}", f"source={tmp_path / 'missing'}"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

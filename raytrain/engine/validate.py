@@ -116,29 +116,20 @@ def _gt_in_original_frame(targets: torch.Tensor, index: int, input_hw: tuple[int
     return rows[:, 1], scale_boxes(boxes, ratio_pad, ori_shape)
 
 
-def _gather(metrics: DetectionMetrics, losses: torch.Tensor, predictions: list | None) -> list | None:
-    """Merge every rank's images into ``metrics`` (in place) and sum ``losses`` (in place) across ranks."""
+def _gather(metrics: DetectionMetrics, losses: torch.Tensor,
+            predictions: list | None) -> tuple[DetectionMetrics, torch.Tensor, list | None]:
+    """Every rank's images, summed losses and predictions, when ``torch.distributed`` runs with several ranks."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return predictions
-    world = dist.get_world_size()
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, (metrics.tp, metrics.conf, metrics.pred_cls, metrics.gt_cls, predictions,
-                                      losses.cpu()))
-    metrics.tp, metrics.conf, metrics.pred_cls, metrics.gt_cls = [], [], [], []
-    merged = [] if predictions is not None else None
-    total = torch.zeros_like(losses, device="cpu")
-    for tp, conf, pred_cls, gt_cls, preds, rank_losses in gathered:
-        metrics.tp += tp
-        metrics.conf += conf
-        metrics.pred_cls += pred_cls
-        metrics.gt_cls += gt_cls
-        if merged is not None:
-            merged += preds
-        total += rank_losses
-    losses.copy_(total)
-    return merged
+        return metrics, losses, predictions
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (metrics, losses, predictions))
+    merged = DetectionMetrics(metrics.nc, metrics.names, metrics.max_det)
+    merged.merge(rank_metrics for rank_metrics, _, _ in gathered)
+    total = sum((rank_losses for _, rank_losses, _ in gathered), torch.zeros_like(losses))
+    all_predictions = None if predictions is None else [p for _, _, preds in gathered for p in preds]
+    return merged, total, all_predictions
 
 
 def evaluate(
@@ -178,7 +169,8 @@ def evaluate(
     """
     model = _unwrap(model)
     device = torch.device(device)
-    was_training = model.training
+    dtype = next(model.parameters()).dtype  # e.g. a half-precision model on a GPU
+    modes = {m: m.training for m in model.modules()}  # restored exactly (frozen BatchNorm may differ from the root)
     model.eval()
     metrics = DetectionMetrics(len(names), names)
     predictions: list[dict[str, Any]] | None = [] if save_json else None
@@ -189,7 +181,7 @@ def evaluate(
         with torch.no_grad():
             for batch in loader:
                 t0 = time.perf_counter()
-                imgs = batch["img"].to(device, non_blocking=True).float() / 255
+                imgs = batch["img"].to(device, non_blocking=True).to(dtype) / 255
                 targets = batch["targets"].to(device)
                 t1 = time.perf_counter()
                 if loss_fn is None:
@@ -219,8 +211,9 @@ def evaluate(
                 for key, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     seconds[key] += dt
     finally:
-        model.train(was_training)
-    predictions = _gather(metrics, losses, predictions)
+        for m, mode in modes.items():
+            m.training = mode
+    metrics, losses, predictions = _gather(metrics, losses, predictions)
     result = metrics.compute()
     if loss_fn is not None:
         mean = losses[:3] / losses[3].clamp(min=1)
@@ -291,13 +284,11 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     device = select_device(cfg.device)
     model = model_from_checkpoint(ckpt).to(device).eval()
     spec = resolve_data(cfg.data)
-    names = list(ckpt.get("names") or [spec.names[i] for i in range(spec.nc)])
-    if spec.nc != model.nc and not cfg.single_cls:
-        raise ConfigError(f"data={cfg.data} has {spec.nc} classes but model={cfg.model} has {model.nc}.")
-    if spec.nc == model.nc:
-        names = [spec.names[i] for i in range(spec.nc)]
-    index = scan_split(spec, cfg.split)
-    dataset = YoloDataset(index, cfg.imgsz, augment=False, hyp=cfg)
+    dataset = YoloDataset(scan_split(spec, cfg.split), cfg.imgsz, augment=False, hyp=cfg)
+    if len(dataset.names) != model.nc:
+        raise ConfigError(f"data={cfg.data} has {len(dataset.names)} classes (single_cls={cfg.single_cls}) but "
+                          f"model={cfg.model} predicts {model.nc}.")
+    names = [dataset.names[i] for i in range(model.nc)]
     batch = cfg.batch if cfg.batch > 0 else 16
     loader = build_dataloader(dataset, batch, shuffle=False, workers=min(cfg.workers, os.cpu_count() or 1),
                               seed=cfg.seed)
