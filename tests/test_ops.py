@@ -91,3 +91,18 @@ def test_scale_boxes_unequal_gains_and_clipping():
     assert torch.allclose(mapped, torch.tensor([[0.0, 0, 200, 100]]))
     assert outside.tolist() == [[0.0, 0, 70, 50]]
     assert clip_boxes(torch.tensor([[-5.0, 3, 250, 120]]), (100, 200)).tolist() == [[0.0, 3, 200, 100]]
+
+
+def test_scale_boxes_inverts_the_data_letterbox():
+    import numpy as np
+
+    from raytrain.data.augment import letterbox
+
+    for h0, w0 in ((200, 640), (333, 517), (640, 90)):
+        out, (gain_h, gain_w), (pad_w, pad_h) = letterbox(np.zeros((h0, w0, 3), np.uint8), 320)
+        assert out.shape == (320, 320, 3)
+        box0 = torch.tensor([[0.1 * w0, 0.2 * h0, 0.7 * w0, 0.9 * h0]], dtype=torch.float64)
+        box_in = box0 * torch.tensor([gain_w, gain_h, gain_w, gain_h]) + torch.tensor([pad_w, pad_h, pad_w, pad_h])
+        assert box_in.min() >= 0 and box_in.max() <= 320
+        mapped = scale_boxes(box_in, ((gain_h, gain_w), (pad_w, pad_h)), (h0, w0))
+        assert torch.allclose(mapped, box0, atol=1e-9)
