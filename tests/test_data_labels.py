@@ -73,6 +73,9 @@ def test_every_label_problem_is_skipped_or_fixed_with_a_reason(tmp_path: Path, r
     text = raytrain_log.text
     assert f"{root}/labels/train/columns.txt: line 1: 4 columns" in text
     assert "corrupt.png: unreadable or corrupt image" in text
+    raytrain_log.clear()  # a cached scan repeats only the totals
+    assert scan_split(resolve_data(yaml_file), "train").from_cache
+    assert raytrain_log.messages == ["train: 8 files skipped, 2 fixed (see 'raytrain check' for the list)."]
 
 
 def test_image_listed_but_missing_and_no_usable_image(tmp_path: Path):

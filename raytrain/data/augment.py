@@ -43,16 +43,33 @@ def letterbox(
     """
     out_h, out_w = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
     h0, w0 = img.shape[:2]
+    (new_h, new_w), gains, (left, top) = letterbox_geometry((h0, w0), (out_h, out_w), scaleup=scaleup)
+    if (new_w, new_h) != (w0, h0):
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if new_w < w0 else cv2.INTER_LINEAR)
+    img = cv2.copyMakeBorder(img, top, out_h - new_h - top, left, out_w - new_w - left, cv2.BORDER_CONSTANT,
+                             value=(color, color, color))
+    return img, gains, (left, top)
+
+
+def letterbox_geometry(shape: tuple[int, int], new_shape: tuple[int, int], *,
+                       scaleup: bool = True) -> tuple[tuple[int, int], tuple[float, float], tuple[int, int]]:
+    """The numbers of :func:`letterbox` without touching pixels.
+
+    Args:
+        shape: ``(h0, w0)`` of the image.
+        new_shape: ``(H, W)`` of the output.
+        scaleup: allow enlarging.
+
+    Returns:
+        ``((new_h, new_w), (gain_h, gain_w), (pad_w, pad_h))``: the resized content size, the realised gains and the
+        left/top padding.
+    """
+    (h0, w0), (out_h, out_w) = shape, new_shape
     r = min(out_h / h0, out_w / w0)
     if not scaleup:
         r = min(r, 1.0)
     new_w, new_h = min(out_w, max(1, round(w0 * r))), min(out_h, max(1, round(h0 * r)))
-    if (new_w, new_h) != (w0, h0):
-        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
-    img = cv2.copyMakeBorder(img, top, out_h - new_h - top, left, out_w - new_w - left, cv2.BORDER_CONSTANT,
-                             value=(color, color, color))
-    return img, (new_h / h0, new_w / w0), (left, top)
+    return (new_h, new_w), (new_h / h0, new_w / w0), ((out_w - new_w) // 2, (out_h - new_h) // 2)
 
 
 def xywhn_to_xyxy(xywh_n: np.ndarray, w: float, h: float, pad_w: float = 0.0, pad_h: float = 0.0) -> np.ndarray:

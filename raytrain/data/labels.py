@@ -409,7 +409,10 @@ def scan_split(spec: DataSpec, split: str, *, strict: bool = True, workers: int 
     if index is None:
         index = _build_index(split, spec.names, images, orphans, workers or min(8, os.cpu_count() or 1))
         index.cache_file = _write_cache(primary, fallback, digest, index)
-    if warn:
+    if warn and index.from_cache and (index.skipped or index.notes):  # the scan that built the cache listed them
+        LOGGER.warning("%s: %d files skipped, %d fixed (see 'raytrain check' for the list).", split,
+                       len(index.skipped), len(index.notes))
+    elif warn:
         _warn(index)
     if strict and not index.records:
         where = ", ".join(map(str, sources))

@@ -112,7 +112,8 @@ class YoloDataset(Dataset):
     Items (``dataset[SampleKey]`` or ``dataset[int]``) are dicts: ``img`` uint8 ``(3, imgsz, imgsz)`` RGB tensor,
     ``cls`` float32 ``(n,)``, ``bboxes`` float32 ``(n, 4)`` xywh_n of the input, ``im_file``, ``ori_shape``
     ``(h0, w0)``, ``ratio_pad`` ``((gain_h, gain_w), (pad_w, pad_h))`` (exact for ``augment=False``; for augmented
-    samples it is the letterbox of the un-augmented image), ``index`` and ``padded``.
+    samples it is the plain letterbox of the original image, which the augmentation then moved), ``index`` and
+    ``padded``.
     """
 
     def __init__(self, index: SplitIndex, imgsz: int, *, augment: bool, hyp: Config, cache: bool | str = False,
@@ -181,17 +182,21 @@ class YoloDataset(Dataset):
     def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
         key = SampleKey(int(key)) if not isinstance(key, tuple) else SampleKey(*key)
         i = key.index
-        img, ori_shape = self.load_resized(i)
-        boxed, (gain_h, gain_w), pad = A.letterbox(img, self.imgsz)
-        ratio_pad = ((gain_h * img.shape[0] / ori_shape[0], gain_w * img.shape[1] / ori_shape[1]), pad)
+        s = self.imgsz
         if self.augment:
             rng = np.random.default_rng([self.seed, key.rank, key.epoch, i])
             out, cls, boxes = self._augmented(i, rng, key.mosaic)
+            ori_shape = self.records[i].shape
+            _, gains, pad = A.letterbox_geometry(ori_shape, (s, s))
+            ratio_pad = (gains, pad)
         else:
+            img, ori_shape = self.load_resized(i)
+            out, (gain_h, gain_w), pad = A.letterbox(img, s)
+            # The resize to a long side of imgsz and the letterbox compose into one gain per axis.
+            ratio_pad = ((gain_h * img.shape[0] / ori_shape[0], gain_w * img.shape[1] / ori_shape[1]), pad)
             labels = self._labels(i)
-            out, cls = boxed, labels[:, 0]
+            cls = labels[:, 0]
             boxes = A.xywhn_to_xyxy(labels[:, 1:], img.shape[1] * gain_w, img.shape[0] * gain_h, *pad)
-        s = self.imgsz
         return {
             "img": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))),
             "cls": torch.from_numpy(cls.astype(np.float32)),
