@@ -62,11 +62,15 @@ def match_detections(
 ) -> np.ndarray:
     """COCO greedy matching of one image's detections, at every IoU threshold at once.
 
-    Detections must already be sorted by descending score. Each detection, in turn, takes the unmatched ground-truth
-    box of the same class with the highest IoU (the last one on a tie, as COCOeval does) if that IoU is >= the
-    threshold. Classes never interact, so all classes are matched in one pass over the detections that overlap some
-    ground truth of their class by at least the lowest threshold; the work per detection is vectorised over the
-    thresholds and ground-truth boxes.
+    The result is COCOeval's: detections (sorted by descending score) are taken in turn, and each takes the still
+    unmatched ground-truth box of its class with the highest IoU (the last one on a tie), if that IoU is >= the
+    threshold. Classes never interact, so all classes are matched together (IoU across classes is masked out).
+
+    Instead of one step per detection, the matching runs in rounds vectorised over thresholds, detections and ground
+    truth: every unresolved detection proposes its best available box, and a proposal is committed when no
+    higher-scoring unresolved detection could still take that box (availability only shrinks, so the sequential
+    algorithm would make the same choice). The best unresolved detection always commits, and in practice a few
+    rounds resolve an image; ``tests/test_metrics.py`` checks the result against the sequential loop.
 
     Args:
         pred_xyxy: ``(N, 4)`` detection boxes, sorted by descending score.
@@ -78,24 +82,38 @@ def match_detections(
     Returns:
         ``(N, T)`` bool: True where the detection is a true positive at that threshold.
     """
-    n, m, t = len(pred_xyxy), len(gt_xyxy), len(iou_thresholds)
+    n, t = len(pred_xyxy), len(iou_thresholds)
     tp = np.zeros((n, t), dtype=bool)
-    if n == 0 or m == 0:
+    if n == 0 or len(gt_xyxy) == 0:
         return tp
     iou = iou_matrix(pred_xyxy, gt_xyxy)
     iou[pred_cls[:, None] != gt_cls[None, :]] = -1.0
-    thresholds = np.minimum(iou_thresholds, 1 - 1e-10)[:, None]  # (T, 1), COCOeval's cap
-    taken = np.zeros((t, m), dtype=bool)
-    rows = np.arange(t)
-    for d in np.flatnonzero((iou >= thresholds.min()).any(1)):
-        ok = (iou[d] >= thresholds) & ~taken  # (T, M)
-        candidates = np.where(ok, iou[d], -1.0)
-        best = m - 1 - candidates[:, ::-1].argmax(1)  # last maximum, like COCOeval's `if iou < best: continue`
-        hit = ok[rows, best]
-        taken[rows[hit], best[hit]] = True
-        tp[d] = hit
-        if taken.all():
+    thresholds = np.minimum(iou_thresholds, 1 - 1e-10)  # COCOeval's cap
+    # Only detections and boxes that can match at the lowest threshold take part.
+    reachable = iou >= thresholds.min()
+    rows, cols = np.flatnonzero(reachable.any(1)), np.flatnonzero(reachable.any(0))
+    if len(rows) == 0:
+        return tp
+    iou = iou[np.ix_(rows, cols)]  # (D, G), detections still in score order
+    d, g = iou.shape
+    available = iou[None] >= thresholds[:, None, None]  # (T, D, G)
+    open_ = np.ones((t, d), dtype=bool)  # not yet matched, and may still find a box
+    det_index = np.arange(d)[None, :]
+    t_index = np.arange(t)[:, None]
+    while True:
+        open_ &= available.any(2)  # a detection with no box left is a false positive
+        if not open_.any():
             break
+        contest = available & open_[:, :, None]
+        # Highest-IoU available box per open detection; the last one on a tie, like COCOeval.
+        best = g - 1 - np.where(contest, iou[None], -1.0)[:, :, ::-1].argmax(2)  # (T, D)
+        # The highest-scoring open detection that can still take each box (d when none can).
+        first = np.where(contest.any(1), contest.argmax(1), d)  # (T, G)
+        commit = open_ & (first[t_index, best] == det_index)
+        ts, ds = np.nonzero(commit)
+        tp[rows[ds], ts] = True
+        open_[ts, ds] = False
+        available[ts, :, best[ts, ds]] = False  # the box is taken for every detection at that threshold
     return tp
 
 

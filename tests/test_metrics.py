@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from raytrain.metrics import DetectionMetrics, fitness, match_detections
+from raytrain.metrics import IOU_THRESHOLDS, DetectionMetrics, fitness, iou_matrix, match_detections
 
 Image = tuple[np.ndarray, np.ndarray, np.ndarray]  # pred (n, 6), gt_cls (m,), gt_xyxy (m, 4)
 W, H = 640, 480
@@ -183,6 +183,37 @@ def test_iou_thresholds_and_class_awareness():
     assert not tp.any()
 
 
+def _sequential_match(pred_xyxy, pred_cls, gt_xyxy, gt_cls):
+    """COCOeval's evaluateImg matching loop, written plainly: one detection at a time, one threshold at a time."""
+    iou = iou_matrix(pred_xyxy, gt_xyxy)
+    tp = np.zeros((len(pred_xyxy), len(IOU_THRESHOLDS)), dtype=bool)
+    for ti, threshold in enumerate(IOU_THRESHOLDS):
+        taken = np.zeros(len(gt_xyxy), dtype=bool)
+        for di in range(len(pred_xyxy)):
+            best, match = min(threshold, 1 - 1e-10), -1
+            for gi in range(len(gt_xyxy)):
+                if taken[gi] or gt_cls[gi] != pred_cls[di] or iou[di, gi] < best:
+                    continue
+                best, match = iou[di, gi], gi
+            if match >= 0:
+                taken[match] = tp[di, ti] = True
+    return tp
+
+
+def test_round_matching_equals_the_sequential_loop():
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        crowded = trial % 2 == 0
+        pred, gt_cls, gt_xyxy = _scene(rng, 3, n_gt=int(rng.integers(0, 30)), n_fp=int(rng.integers(0, 40)),
+                                       crowded=crowded)
+        if trial % 3 == 0 and len(gt_xyxy):  # exact duplicates: IoU ties between boxes
+            gt_xyxy = np.concatenate((gt_xyxy, gt_xyxy[:3]))
+            gt_cls = np.concatenate((gt_cls, gt_cls[:3]))
+        pred = pred[np.argsort(-pred[:, 4], kind="mergesort")]
+        args = (pred[:, :4], pred[:, 5].astype(int), gt_xyxy, gt_cls.astype(int))
+        assert np.array_equal(match_detections(*args), _sequential_match(*args)), trial
+
+
 def test_greedy_matching_takes_highest_iou_unmatched_gt():
     # Detection 0 (higher score) overlaps GT 0 (IoU 0.6) and GT 1 (IoU 0.9): it takes GT 1. Detection 1 overlaps
     # GT 1 only: at 0.5 it is a FP, because GT 1 is taken (Ultralytics' IoU-sorted matching would differ).
@@ -191,6 +222,19 @@ def test_greedy_matching_takes_highest_iou_unmatched_gt():
     pred = np.array([[0.0, 0, 10, 9], [0.0, 0, 10, 8]])  # IoU with GT 1: 0.9 and 0.8; with GT 0: 6/9 and 0.75
     tp = match_detections(pred, np.array([0, 0]), gt, np.array([0, 0]), np.array([0.5, 0.7, 0.85]))
     assert tp.tolist() == [[True, True, True], [True, True, False]]
+
+
+def test_iou_tie_goes_to_the_last_ground_truth_like_coco():
+    # Detection 0 overlaps GT 0 and GT 1 with exactly the same IoU (90 / 110): COCOeval keeps the last, GT 1, which
+    # leaves GT 0 for detection 1 (IoU 80 / 120 with GT 0, 60 / 140 with GT 1). Taking the first would make it a FP.
+    gt_xyxy = np.array([[0.0, 0, 10, 10], [2, 0, 12, 10]])
+    pred = np.array([[1.0, 0, 11, 10, 0.9, 0], [-2, 0, 8, 10, 0.8, 0]])
+    tp = match_detections(pred[:, :4], np.array([0, 0]), gt_xyxy, np.array([0, 0]), np.array([0.5]))
+    assert tp.tolist() == [[True], [True]]
+    image = (pred, np.array([0, 0]), gt_xyxy)
+    ours, _ = _ours([image], 1)
+    assert ours["metrics/mAP50(B)"] == pytest.approx(_coco_eval([image], 1)[1], abs=1e-12)
+    assert ours["metrics/mAP50(B)"] == pytest.approx(1.0)
 
 
 def test_operating_point_precision_recall():
