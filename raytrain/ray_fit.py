@@ -155,7 +155,7 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
         "wandb": {"mode": wandb_mode, "project": cfg.wandb_project or Path(cfg.project).name,
                   "entity": cfg.wandb_entity, "group": tracking.get("group"),
                   "name": tracking.get("name") or save_dir.name,
-                  "id": tracking.get("id") or wandb_run_id(save_dir, run_name)},
+                  "run_id": tracking.get("id") or wandb_run_id(save_dir, run_name)},
         "interactive": sys.stderr.isatty(),
     }
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if plan.accelerator == "cuda" else {})}
@@ -212,8 +212,15 @@ def _setup_logging(rank: int) -> None:
         LOGGER.addHandler(handler)
         LOGGER.propagate = False
     LOGGER.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    # Ray Train logs every report at INFO on each worker; keep the console for the epoch lines.
+    # Ray Train logs every report at INFO on each worker (under a logger named by its file); keep the console
+    # for the epoch lines.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray version: its logs stay as they are
+        pass
 
 
 def _seed(seed: int) -> None:
