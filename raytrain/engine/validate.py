@@ -99,11 +99,11 @@ def decoded_and_raw_outputs(model: nn.Module, imgs: torch.Tensor) -> tuple[torch
     head = getattr(model, "head", None)
     if head is None or not callable(getattr(head, "decode", None)):
         return model(imgs), train_mode_outputs(model, imgs)
-    head.training = True  # this module only: its children (convs, BatchNorm) keep eval mode
+    head_mode, head.training = head.training, True  # this module only: its children (convs, BatchNorm) keep theirs
     try:
         raw = model(imgs)
     finally:
-        head.training = False
+        head.training = head_mode
     return head.decode(raw), raw
 
 
