@@ -16,12 +16,11 @@ from raytrain.data.labels import img2label_path, parse_label_rows
 
 
 @pytest.fixture
-def raytrain_log(caplog: pytest.LogCaptureFixture):
-    logger = logging.getLogger("raytrain")
-    logger.addHandler(caplog.handler)
+def raytrain_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """caplog for the 'raytrain' logger, which the CLI may have detached from the root logger."""
+    monkeypatch.setattr(logging.getLogger("raytrain"), "propagate", True)
     caplog.set_level(logging.WARNING, logger="raytrain")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+    return caplog
 
 
 def _by_stem(skipped: list[tuple[str, str]]) -> dict[str, str]:
