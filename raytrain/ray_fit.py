@@ -428,10 +428,12 @@ class Worker:
                       best_fitness=state.best_fitness, world_size=self.world, batches=len(self.train_loader), **kw)
 
 
-def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
-    """Device, seeds, model, data, optimizer, EMA and restored state for this rank."""
-    import ray.train
-    import ray.train.torch
+def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: int = 0, world: int = 1,
+                callbacks: dict[str, list[Callable]] | None = None, interactive: bool = False) -> Worker:
+    """Model, data, optimizer, schedule and EMA for one rank; no Ray calls (``bench/throughput.py`` uses it too).
+
+    The model is not wrapped in DDP and no checkpoint is restored: :func:`_setup_worker` does that inside Ray.
+    """
     import torch
 
     from raytrain.engine.autobatch import autobatch
@@ -447,11 +449,6 @@ def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
     )
     from raytrain.loss import DetectionLoss
 
-    cfg, spec = make_config(config["cfg"]), config["data"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    _setup_logging(rank)
-    device = _worker_device(config["accelerator"])
     torch.set_num_threads(max(int(cfg.cpus_per_worker), 1))  # the CPUs Ray reserved for this worker
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -482,23 +479,36 @@ def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
                 decay, global_batch * accumulate)
     optimizer = build_optimizer(model, choice.name, lr0=choice.lr0, momentum=choice.momentum, weight_decay=decay)
     amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    ema = ModelEMA(model)
-    state = _restore(model, ema, optimizer, scaler, cfg)
-    if not cfg.time or not state.schedule_epochs:
-        state.schedule_epochs = cfg.epochs
-    if world > 1:
-        model = ray.train.torch.prepare_model(model, move_to_device=device)
-    schedule = Schedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=state.schedule_epochs, cos=cfg.cos_lr,
+    schedule = Schedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=cfg.epochs, cos=cfg.cos_lr,
                         warmup_iters=warmup_iterations(cfg.warmup_epochs, len(train_loader)),
                         warmup_bias_lr=choice.warmup_bias_lr, warmup_momentum=cfg.warmup_momentum,
                         momentum=choice.momentum, nbs=cfg.nbs, batch=global_batch)
-    worker = Worker(cfg=cfg, rank=rank, world=world, device=device, names=names, save_dir=Path(config["save_dir"]),
-                    model=model, ema=ema, optimizer=optimizer, scaler=scaler,
-                    loss_fn=DetectionLoss(len(names), box=cfg.box, cls=cfg.cls, dfl=cfg.dfl),
-                    train_loader=train_loader, val_loader=val_loader, schedule=schedule, global_batch=global_batch,
-                    amp=amp, callbacks=config["callbacks"], interactive=config["interactive"])
-    return worker, state
+    return Worker(cfg=cfg, rank=rank, world=world, device=device, names=names, save_dir=Path(save_dir),
+                  model=model, ema=ModelEMA(model), optimizer=optimizer,
+                  scaler=torch.amp.GradScaler("cuda", enabled=amp),
+                  loss_fn=DetectionLoss(len(names), box=cfg.box, cls=cfg.cls, dfl=cfg.dfl),
+                  train_loader=train_loader, val_loader=val_loader, schedule=schedule, global_batch=global_batch,
+                  amp=amp, callbacks=callbacks or {}, interactive=interactive)
+
+
+def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
+    """This rank's :class:`Worker` inside Ray Train, with the restored state and the model wrapped in DDP."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = make_config(config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    _setup_logging(rank)
+    device = _worker_device(config["accelerator"])
+    w = make_worker(cfg, config["data"], device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
+                    callbacks=config["callbacks"], interactive=config["interactive"])
+    state = _restore(w.model, w.ema, w.optimizer, w.scaler, cfg)
+    if not cfg.time or not state.schedule_epochs:
+        state.schedule_epochs = cfg.epochs
+    if world > 1:
+        w.model = ray.train.torch.prepare_model(w.model, move_to_device=device)
+    return w, state
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -544,7 +554,7 @@ def train_worker(config: dict[str, Any]) -> None:
         last_step = result.last_step
         losses = _mean_over_workers(result.losses.clone()).tolist()
         row = {"epoch": epoch, **{f"train/{n}": v for n, v in zip(LOSS_NAMES, losses, strict=True)},
-               **current_lrs(w.optimizer)}
+               **current_lrs(w.optimizer), "time/train": result.seconds}
         w.emit("on_train_epoch_end", state, epoch=epoch, metrics=row)
         # Decisions every rank must agree on (or the collective calls below would hang) come from rank 0.
         if cfg.time:

@@ -1,0 +1,138 @@
+"""Training throughput (images/s): ``raytrain fit`` through Ray Train, the same loop without Ray, and Ultralytics.
+
+The three run the same work: YOLOv8n, ``imgsz`` 320, batch 16, on the CPU, over COCO128's 128 training images.
+Throughput is training images per second of the epoch loop (validation and start-up excluded), averaged over the
+epochs after the first (which pays for allocator warm-up and loader start); Ray's start-up is reported separately.
+The Ray run uses one worker with all of this machine's CPUs, so it does exactly the work of the direct loop.
+
+    python bench/throughput.py [--data ../shared/datasets/coco128/data.yaml] [--epochs 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco128" / "data.yaml"
+
+
+def _config(args: argparse.Namespace, project: Path):
+    from raytrain.config import make_config
+
+    return make_config({
+        "data": str(args.data), "model": "yolov8n", "imgsz": args.imgsz, "batch": args.batch, "device": "cpu",
+        "epochs": args.epochs, "workers": args.workers, "cpus_per_worker": os.cpu_count() or 1, "val": False,
+        "plots": False, "project": str(project), "close_mosaic": 0, "wandb_mode": "disabled", "verbose": False,
+    })
+
+
+def direct(args: argparse.Namespace, project: Path) -> list[float]:
+    """Images/s of each epoch of the training loop called directly, without Ray."""
+    import torch
+
+    from raytrain.data import resolve_data
+    from raytrain.engine.train import train_one_epoch
+    from raytrain.fit import resolve_config
+    from raytrain.ray_fit import make_worker
+
+    cfg = resolve_config(_config(args, project), gpus_available=0)
+    w = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / "direct")
+    rates, last_step, nb = [], -1, len(w.train_loader)
+    for epoch in range(1, args.epochs + 1):
+        w.train_loader.set_epoch(epoch)
+        result = train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=epoch - 1,
+                                 schedule=w.schedule, ema=w.ema, scaler=w.scaler, iteration=(epoch - 1) * nb,
+                                 last_step=last_step)
+        last_step = result.last_step
+        rates.append(result.images / result.seconds)
+        print(f"  direct  epoch {epoch}: {rates[-1]:.1f} images/s", flush=True)
+    return rates
+
+
+def record_train_time(state) -> None:
+    """Callback (runs on the Ray worker): append the epoch's training seconds to a file in the run folder."""
+    with (state.save_dir / "train_times.jsonl").open("a") as f:
+        f.write(json.dumps({"epoch": state.epoch, "seconds": state.metrics["time/train"]}) + "\n")
+
+
+def through_ray(args: argparse.Namespace, project: Path) -> tuple[list[float], float]:
+    """Images/s of each epoch of ``raytrain.fit`` on one Ray Train worker, and the wall time of the whole fit."""
+    import ray
+
+    import raytrain
+    from raytrain.data import resolve_data, scan_split
+
+    images = len(scan_split(resolve_data(str(args.data)), "train").records)
+    ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=True)
+    try:
+        start = time.perf_counter()
+        result = raytrain.fit(_config(args, project), name="ray", callbacks={"on_train_epoch_end": record_train_time})
+        wall = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    times = [json.loads(line)["seconds"] for line in (result.save_dir / "train_times.jsonl").read_text().splitlines()]
+    rates = [images / s for s in times]
+    for epoch, rate in enumerate(rates, 1):
+        print(f"  ray     epoch {epoch}: {rate:.1f} images/s", flush=True)
+    return rates, wall
+
+
+def ultralytics(args: argparse.Namespace, project: Path) -> list[float] | None:
+    """Images/s per epoch of Ultralytics' own trainer, or None when ultralytics is not importable."""
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        return None
+    model = YOLO("yolov8n.yaml")
+    marks: list[float] = []
+    model.add_callback("on_train_epoch_start", lambda trainer: marks.append(time.perf_counter()))
+    model.add_callback("on_train_epoch_end", lambda trainer: marks.append(time.perf_counter()))
+    model.train(data=str(args.data), imgsz=args.imgsz, batch=args.batch, epochs=args.epochs, device="cpu",
+                workers=args.workers, val=False, plots=False, project=str(project), name="ultralytics",
+                close_mosaic=0, amp=False, verbose=False)
+    images = 128 if "coco128" in str(args.data) else None
+    seconds = [b - a for a, b in zip(marks[::2], marks[1::2], strict=False)]
+    return [images / s for s in seconds] if images else None
+
+
+def steady(rates: list[float]) -> float:
+    """Mean over the epochs after the first (all of them when there is only one)."""
+    return statistics.mean(rates[1:] or rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="dataloader processes")
+    parser.add_argument("--skip-ultralytics", action="store_true")
+    args = parser.parse_args()
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data} not found: pass --data path/to/coco128/data.yaml")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    with tempfile.TemporaryDirectory(prefix="raytrain-bench-") as tmp:
+        project = Path(tmp)
+        print(f"YOLOv8n, imgsz {args.imgsz}, batch {args.batch}, CPU ({os.cpu_count()} cores), {args.data}")
+        plain = direct(args, project)
+        ray_rates, wall = through_ray(args, project)
+        ultra = None if args.skip_ultralytics else ultralytics(args, project)
+    overhead = 100 * (1 - steady(ray_rates) / steady(plain))
+    print()
+    print(f"direct loop (no Ray)   {steady(plain):7.1f} images/s")
+    print(f"raytrain fit (Ray)     {steady(ray_rates):7.1f} images/s   overhead {overhead:+.1f} % "
+          f"(target <= 5 %); whole fit() {wall:.0f} s incl. Ray start-up and validation")
+    if ultra is None:
+        print("ultralytics            not importable (pip install ultralytics to compare)")
+    else:
+        print(f"ultralytics            {steady(ultra):7.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()
