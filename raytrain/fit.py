@@ -149,9 +149,10 @@ def _resume_plan(cfg: Config, gpus_available: int | None) -> RunPlan:
                           f"resume. Pass epochs=N (> {epoch}) to train further, or start a new run with "
                           f"pretrained={last}.")
     info = json.loads(run_file.read_text())
-    LOGGER.info("Resuming %s from epoch %d (Ray run %s).", save_dir, epoch + 1, info["ray_run_name"])
-    return RunPlan(resolve_config(resumed, gpus_available=gpus_available), save_dir, info["ray_run_name"],
-                   info["storage_path"], resumed=True)
+    LOGGER.info("Resuming %s after epoch %d (Ray run %s).", save_dir, epoch, info["ray_run_name"])
+    resumed = resolve_config(resumed, gpus_available=gpus_available)
+    resumed.save(args_file)  # the arguments the run now continues with (e.g. more epochs)
+    return RunPlan(resumed, save_dir, info["ray_run_name"], info["storage_path"], resumed=True)
 
 
 def prepare_run(cfg: Config, *, gpus_available: int | None = None) -> RunPlan:

@@ -524,6 +524,7 @@ def train_worker(config: dict[str, Any]) -> None:
     w, state = _setup_worker(config)
     cfg, nb = w.cfg, len(w.train_loader)
     if w.rank == 0:
+        cfg.save(w.save_dir / "args.yaml")  # also for runs started by build_trainer alone (tune trials)
         w.wandb = WandbRun(**config["wandb"], save_dir=w.save_dir, config=cfg.to_dict())
         if state.epoch == 0:
             LOGGER.info("Training %s on %d %s worker(s): global batch %d, %d batches per epoch per worker, "

@@ -288,3 +288,21 @@ def test_plan_devices_and_batch_split():
     assert per_worker_batch(16, 2) == 8
     with pytest.raises(ConfigError, match="does not divide between 3 workers"):
         per_worker_batch(16, 3)
+
+
+def test_wandb_offline_run_in_run_folder_without_key(tmp_path, monkeypatch):
+    from raytrain.tracking import WandbRun
+
+    key = "k3y" * 13 + "x"  # 40 characters, like a real API key
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    run = WandbRun(mode="offline", project="detect", name="train", save_dir=tmp_path, config={"epochs": 3},
+                   group="exp", run_id="raytrain-test-1")
+    run.log({"metrics/mAP50(B)": 0.5}, step=1)
+    run.finish()
+    runs = list((tmp_path / "wandb").glob("offline-run-*-raytrain-test-1"))
+    assert len(runs) == 1
+    for path in (tmp_path / "wandb").rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), f"API key written to {path}"
+    WandbRun(mode="disabled", project="p", name="n", save_dir=tmp_path / "off", config={}).log({"a": 1.0}, 1)
+    assert not (tmp_path / "off").exists()
