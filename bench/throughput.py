@@ -36,9 +36,8 @@ def direct(args: argparse.Namespace, project: Path) -> list[float]:
     import torch
 
     from raytrain.data import resolve_data
-    from raytrain.engine.train import train_one_epoch
+    from raytrain.engine.train import make_worker, train_one_epoch
     from raytrain.fit import resolve_config
-    from raytrain.ray_fit import make_worker
 
     cfg = resolve_config(_config(args, project), gpus_available=0)
     w = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / "direct")

@@ -17,18 +17,17 @@ import hashlib
 import json
 import logging
 import math
-import os
-import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from raytrain.config import Config, ConfigError, make_config
+from raytrain.engine.train import RunState, Worker, from_rank0, make_worker, mean_over_ranks
 
 LOGGER = logging.getLogger("raytrain")
 STATE_FILE = "state.pt"  # full training state in the Ray checkpoint (model, EMA, optimizer, scaler)
@@ -176,16 +175,6 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
 
 
 # ------------------------------------------------------------------------------------------------ training state
-@dataclass
-class RunState:
-    """What survives a restart besides the weights: counters and the per-epoch history."""
-
-    epoch: int = 0  # last completed epoch (from 1)
-    schedule_epochs: int = 0  # epochs the LR schedule spans (a time limit may change it)
-    best_fitness: float | None = None
-    best_epoch: int = 0
-    train_time: float = 0.0  # seconds spent training so far, over all attempts
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def checkpoint_dict(model: Any, ema: Any, names: list[str], *, state: RunState, cfg: Config,
@@ -223,53 +212,6 @@ def _setup_logging(rank: int) -> None:
         pass
 
 
-def _seed(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _dist() -> Any:
-    """torch.distributed when a process group with more than one rank is up, else None."""
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
-
-
-def _mean_over_workers(t: Any) -> Any:
-    dist = _dist()
-    if dist is not None:
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t
-
-
-def _from_rank0(values: list[float], device: Any) -> list[float]:
-    """Rank 0's ``values`` on every rank (decisions such as stopping must agree, or ``report`` would hang)."""
-    import torch
-
-    dist = _dist()
-    if dist is None:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return t.tolist()
-
-
-def _min_over_workers(value: int, device: Any) -> int:
-    import torch
-
-    dist = _dist()
-    if dist is None:
-        return value
-    t = torch.tensor([value], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())
-
-
 def _worker_device(accelerator: str) -> Any:
     import ray.train.torch
     import torch
@@ -280,41 +222,6 @@ def _worker_device(accelerator: str) -> Any:
         torch.cuda.set_device(device)
         return device
     return torch.device(accelerator)
-
-
-def _build_model(cfg: Config, nc: int) -> Any:
-    """The model from ``model=`` (a scale or a checkpoint), with ``pretrained`` weights transferred."""
-    from raytrain.models import build_model, transfer_weights
-    from raytrain.models.checkpoint import load_checkpoint
-
-    arch, source, source_path = cfg.model, None, None
-    if cfg.model.endswith(".pt"):
-        ckpt = load_checkpoint(cfg.model)
-        arch = ckpt["arch"]
-        if cfg.pretrained is True:
-            source, source_path = ckpt, cfg.model
-    if isinstance(cfg.pretrained, str):
-        source, source_path = load_checkpoint(cfg.pretrained), cfg.pretrained
-    model = build_model(arch, nc=nc)
-    if source is not None:
-        copied, total = transfer_weights(model, source)
-        LOGGER.info("Transferred %d/%d tensors from %s (the rest keep their initial values).", copied, total,
-                    source_path)
-    return model
-
-
-def _build_loaders(cfg: Config, spec: Any, *, batch: int, workers: int, rank: int, world: int) -> tuple[Any, Any]:
-    """Train and val loaders for this rank, both sharded by rank (validation is distributed too)."""
-    from raytrain.data import YoloDataset, build_dataloader, scan_split
-
-    train_ds = YoloDataset(scan_split(spec, "train"), cfg.imgsz, augment=True, hyp=cfg, cache=cfg.cache,
-                           fraction=cfg.fraction, seed=cfg.seed)
-    train = build_dataloader(train_ds, batch, shuffle=True, workers=workers, seed=cfg.seed, rank=rank,
-                             world_size=world)
-    val_ds = YoloDataset(scan_split(spec, "val"), cfg.imgsz, augment=False, hyp=cfg, cache=cfg.cache, seed=cfg.seed)
-    val = build_dataloader(val_ds, batch * 2, shuffle=False, workers=workers, seed=cfg.seed, rank=rank,
-                           world_size=world)
-    return train, val
 
 
 def _restore(model: Any, ema: Any, optimizer: Any, scaler: Any, cfg: Config) -> RunState:
@@ -393,102 +300,6 @@ def _batch_progress(epoch: int, epochs: int, batches: int) -> Callable[[int, Any
 
 
 # ------------------------------------------------------------------------------------------------ the worker loop
-@dataclass
-class Worker:
-    """What one training worker holds while it trains (built once by :func:`_setup_worker`)."""
-
-    cfg: Config
-    rank: int
-    world: int
-    device: Any
-    names: list[str]
-    save_dir: Path
-    model: Any  # DDP-wrapped when world > 1
-    ema: Any
-    optimizer: Any
-    scaler: Any
-    loss_fn: Any
-    train_loader: Any
-    val_loader: Any
-    schedule: Any  # Schedule without its epoch count: see schedule_for
-    global_batch: int
-    amp: bool
-    callbacks: dict[str, list[Callable]]
-    interactive: bool
-    wandb: Any = None
-
-    def emit(self, event: str, state: RunState, **kw: Any) -> None:
-        """Run user callbacks for ``event`` (rank 0 only)."""
-        if self.rank != 0:
-            return
-        from raytrain.engine.callbacks import run_callbacks
-
-        run_callbacks(self.callbacks, event, epochs=state.schedule_epochs, save_dir=self.save_dir,
-                      last=self.save_dir / "weights" / "last.pt", best=self.save_dir / "weights" / "best.pt",
-                      best_fitness=state.best_fitness, world_size=self.world, batches=len(self.train_loader), **kw)
-
-
-def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: int = 0, world: int = 1,
-                callbacks: dict[str, list[Callable]] | None = None, interactive: bool = False) -> Worker:
-    """Model, data, optimizer, schedule and EMA for one rank; no Ray calls (``bench/throughput.py`` uses it too).
-
-    The model is not wrapped in DDP and no checkpoint is restored: :func:`_setup_worker` does that inside Ray.
-    """
-    import torch
-
-    from raytrain.engine.autobatch import autobatch
-    from raytrain.engine.ema import ModelEMA
-    from raytrain.engine.optim import (
-        Schedule,
-        accumulate_steps,
-        build_optimizer,
-        choose_optimizer,
-        freeze_layers,
-        scaled_weight_decay,
-        warmup_iterations,
-    )
-    from raytrain.loss import DetectionLoss
-
-    torch.set_num_threads(max(int(cfg.cpus_per_worker), 1))  # the CPUs Ray reserved for this worker
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    names = ["object"] if cfg.single_cls else [spec.names[i] for i in sorted(spec.names)]
-    _seed(cfg.seed)  # identical initial weights on every rank
-    model = _build_model(cfg, len(names))
-    frozen = freeze_layers(model, cfg.freeze)
-    LOGGER.info("Frozen %d parameter tensors (freeze=%s; the DFL conv is always frozen).", len(frozen), cfg.freeze)
-    model.to(device)
-    _seed(cfg.seed + 1000 * rank)  # each rank draws its own randomness
-
-    if cfg.batch == -1:
-        batch = _min_over_workers(autobatch(model, cfg.imgsz, device, amp=cfg.amp), device)
-        LOGGER.info("AutoBatch chose batch=%d per GPU: global batch %d.", batch, batch * world)
-    else:
-        batch = cfg.batch // world
-    global_batch = batch * world
-    loader_workers = min(cfg.workers, int(cfg.cpus_per_worker))  # capped to the CPUs this worker has
-    train_loader, val_loader = _build_loaders(cfg, spec, batch=batch, workers=loader_workers, rank=rank, world=world)
-
-    accumulate = accumulate_steps(cfg.nbs, global_batch)
-    decay = scaled_weight_decay(cfg.weight_decay, global_batch, accumulate, cfg.nbs)
-    iterations = math.ceil(len(train_loader.dataset) / max(global_batch, cfg.nbs)) * cfg.epochs
-    choice = choose_optimizer(cfg.optimizer, lr0=cfg.lr0, momentum=cfg.momentum, warmup_bias_lr=cfg.warmup_bias_lr,
-                              nc=len(names), iterations=iterations)
-    LOGGER.info("Optimizer: %s (%s); weight decay %.3g, %d images per optimizer step.", choice.name, choice.reason,
-                decay, global_batch * accumulate)
-    optimizer = build_optimizer(model, choice.name, lr0=choice.lr0, momentum=choice.momentum, weight_decay=decay)
-    amp = cfg.amp and device.type == "cuda"
-    schedule = Schedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=cfg.epochs, cos=cfg.cos_lr,
-                        warmup_iters=warmup_iterations(cfg.warmup_epochs, len(train_loader)),
-                        warmup_bias_lr=choice.warmup_bias_lr, warmup_momentum=cfg.warmup_momentum,
-                        momentum=choice.momentum, nbs=cfg.nbs, batch=global_batch)
-    return Worker(cfg=cfg, rank=rank, world=world, device=device, names=names, save_dir=Path(save_dir),
-                  model=model, ema=ModelEMA(model), optimizer=optimizer,
-                  scaler=torch.amp.GradScaler("cuda", enabled=amp),
-                  loss_fn=DetectionLoss(len(names), box=cfg.box, cls=cfg.cls, dfl=cfg.dfl),
-                  train_loader=train_loader, val_loader=val_loader, schedule=schedule, global_batch=global_batch,
-                  amp=amp, callbacks=callbacks or {}, interactive=interactive)
 
 
 def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
@@ -553,7 +364,7 @@ def train_worker(config: dict[str, Any]) -> None:
                                  scaler=w.scaler, amp=w.amp, world_size=w.world, iteration=(epoch - 1) * nb,
                                  last_step=last_step, on_batch_end=on_batch_end if w.rank == 0 else None)
         last_step = result.last_step
-        losses = _mean_over_workers(result.losses.clone()).tolist()
+        losses = mean_over_ranks(result.losses.clone()).tolist()
         row = {"epoch": epoch, **{f"train/{n}": v for n, v in zip(LOSS_NAMES, losses, strict=True)},
                **current_lrs(w.optimizer), "time/train": result.seconds}
         w.emit("on_train_epoch_end", state, epoch=epoch, metrics=row)
@@ -566,7 +377,7 @@ def train_worker(config: dict[str, Any]) -> None:
         improved = state.best_fitness is None or fit >= state.best_fitness
         if improved:
             state.best_fitness, state.best_epoch = fit, epoch
-        stop = bool(_from_rank0([float(final or early_stop(epoch, state.best_epoch, cfg.patience))], w.device)[0])
+        stop = bool(from_rank0([float(final or early_stop(epoch, state.best_epoch, cfg.patience))], w.device)[0])
         if stop and not final:
             LOGGER.info("Stopping early: no fitness improvement in the last %d epochs (best %.4f at epoch %d; "
                         "patience=%d).", epoch - state.best_epoch, state.best_fitness, state.best_epoch, cfg.patience)
@@ -596,7 +407,7 @@ def _epochs_within_time(w: Worker, state: RunState, epoch: int, started: float) 
     from raytrain.engine.optim import epochs_within_time
 
     fits = epochs_within_time(w.cfg.time, state.train_time + time.perf_counter() - started, epoch)
-    fits = int(_from_rank0([float(fits)], w.device)[0])
+    fits = int(from_rank0([float(fits)], w.device)[0])
     if fits != state.schedule_epochs:
         LOGGER.info("time=%gh: %d epochs fit; the learning-rate schedule now spans %d epochs.", w.cfg.time, fits, fits)
     return fits

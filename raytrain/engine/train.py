@@ -1,21 +1,32 @@
-"""One training epoch as a plain function, plus the small decisions around it (early stopping, fitness).
+"""One training epoch as a plain function, and the setup of one training rank (model, data, optimizer, EMA).
 
-``train_one_epoch`` knows nothing about Ray: it takes a (possibly DDP-wrapped) model, a loader, an optimizer and
-the schedule, so the same loop runs inside a Ray Train worker and directly (``bench/throughput.py``).
+Nothing here knows about Ray: :func:`train_one_epoch` takes a (possibly DDP-wrapped) model, a loader, an optimizer
+and the schedule, and :func:`make_worker` builds them for one rank from a Config, so the same loop runs inside a Ray
+Train worker (:mod:`raytrain.ray_fit`) and directly (``bench/throughput.py``). The collective helpers at the end use
+``torch.distributed`` when a process group is up (Ray Train sets it up) and do nothing otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import os
+import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from raytrain.config import Config
 from raytrain.engine.ema import ModelEMA
 from raytrain.engine.optim import Schedule, apply_schedule
+
+LOGGER = logging.getLogger("raytrain")
 
 MAX_GRAD_NORM = 10.0
 LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
@@ -97,3 +108,192 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
 def early_stop(epoch: int, best_epoch: int, patience: int) -> bool:
     """True when ``patience`` epochs passed since the best fitness (``epoch`` and ``best_epoch`` from 1)."""
     return epoch - best_epoch >= patience
+
+
+# ------------------------------------------------------------------------------------------ one rank's setup
+@dataclass
+class RunState:
+    """What survives a restart besides the weights: counters and the per-epoch history."""
+
+    epoch: int = 0  # last completed epoch (from 1)
+    schedule_epochs: int = 0  # epochs the LR schedule spans (a time limit may change it)
+    best_fitness: float | None = None
+    best_epoch: int = 0
+    train_time: float = 0.0  # seconds spent training so far, over all attempts
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Worker:
+    """What one training rank holds while it trains (from :func:`make_worker`; Ray's worker adds DDP)."""
+
+    cfg: Config
+    rank: int
+    world: int
+    device: Any
+    names: list[str]
+    save_dir: Path
+    model: Any  # DDP-wrapped when world > 1
+    ema: Any
+    optimizer: Any
+    scaler: Any
+    loss_fn: Any
+    train_loader: Any
+    val_loader: Any
+    schedule: Schedule  # its epochs are replaced every epoch (a time limit can shorten the run)
+    global_batch: int
+    amp: bool
+    callbacks: dict[str, list[Callable]]
+    interactive: bool
+    wandb: Any = None
+
+    def emit(self, event: str, state: RunState, **kw: Any) -> None:
+        """Run user callbacks for ``event`` (rank 0 only)."""
+        if self.rank != 0:
+            return
+        from raytrain.engine.callbacks import run_callbacks
+
+        run_callbacks(self.callbacks, event, epochs=state.schedule_epochs, save_dir=self.save_dir,
+                      last=self.save_dir / "weights" / "last.pt", best=self.save_dir / "weights" / "best.pt",
+                      best_fitness=state.best_fitness, world_size=self.world, batches=len(self.train_loader), **kw)
+
+
+def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: int = 0, world: int = 1,
+                callbacks: dict[str, list[Callable]] | None = None, interactive: bool = False) -> Worker:
+    """Model, data, optimizer, schedule and EMA for one rank; no Ray calls (``bench/throughput.py`` uses it too).
+
+    The model is not wrapped in DDP and no checkpoint is restored: :mod:`raytrain.ray_fit` does that inside Ray.
+    """
+    from raytrain.engine.autobatch import autobatch
+    from raytrain.engine.optim import (
+        accumulate_steps,
+        build_optimizer,
+        choose_optimizer,
+        freeze_layers,
+        scaled_weight_decay,
+        warmup_iterations,
+    )
+    from raytrain.loss import DetectionLoss
+
+    torch.set_num_threads(max(int(cfg.cpus_per_worker), 1))  # the CPUs Ray reserved for this worker
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    names = ["object"] if cfg.single_cls else [spec.names[i] for i in sorted(spec.names)]
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    model = model_for(cfg, len(names))
+    frozen = freeze_layers(model, cfg.freeze)
+    LOGGER.info("Frozen %d parameter tensors (freeze=%s; the DFL conv is always frozen).", len(frozen), cfg.freeze)
+    model.to(device)
+    seed_everything(cfg.seed + 1000 * rank)  # each rank draws its own randomness
+
+    if cfg.batch == -1:
+        batch = min_over_ranks(autobatch(model, cfg.imgsz, device, amp=cfg.amp), device)
+        LOGGER.info("AutoBatch chose batch=%d per GPU: global batch %d.", batch, batch * world)
+    else:
+        batch = cfg.batch // world
+    global_batch = batch * world
+    loader_workers = min(cfg.workers, int(cfg.cpus_per_worker))  # capped to the CPUs this worker has
+    train_loader, val_loader = build_loaders(cfg, spec, batch=batch, workers=loader_workers, rank=rank, world=world)
+
+    accumulate = accumulate_steps(cfg.nbs, global_batch)
+    decay = scaled_weight_decay(cfg.weight_decay, global_batch, accumulate, cfg.nbs)
+    iterations = math.ceil(len(train_loader.dataset) / max(global_batch, cfg.nbs)) * cfg.epochs
+    choice = choose_optimizer(cfg.optimizer, lr0=cfg.lr0, momentum=cfg.momentum, warmup_bias_lr=cfg.warmup_bias_lr,
+                              nc=len(names), iterations=iterations)
+    LOGGER.info("Optimizer: %s (%s); weight decay %.3g, %d images per optimizer step.", choice.name, choice.reason,
+                decay, global_batch * accumulate)
+    optimizer = build_optimizer(model, choice.name, lr0=choice.lr0, momentum=choice.momentum, weight_decay=decay)
+    amp = cfg.amp and device.type == "cuda"
+    schedule = Schedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=cfg.epochs, cos=cfg.cos_lr,
+                        warmup_iters=warmup_iterations(cfg.warmup_epochs, len(train_loader)),
+                        warmup_bias_lr=choice.warmup_bias_lr, warmup_momentum=cfg.warmup_momentum,
+                        momentum=choice.momentum, nbs=cfg.nbs, batch=global_batch)
+    return Worker(cfg=cfg, rank=rank, world=world, device=device, names=names, save_dir=Path(save_dir),
+                  model=model, ema=ModelEMA(model), optimizer=optimizer,
+                  scaler=torch.amp.GradScaler("cuda", enabled=amp),
+                  loss_fn=DetectionLoss(len(names), box=cfg.box, cls=cfg.cls, dfl=cfg.dfl),
+                  train_loader=train_loader, val_loader=val_loader, schedule=schedule, global_batch=global_batch,
+                  amp=amp, callbacks=callbacks or {}, interactive=interactive)
+
+
+def model_for(cfg: Config, nc: int) -> Any:
+    """The model from ``model=`` (a scale or a checkpoint), with ``pretrained`` weights transferred."""
+    from raytrain.models import build_model, transfer_weights
+    from raytrain.models.checkpoint import load_checkpoint
+
+    arch, source, source_path = cfg.model, None, None
+    if cfg.model.endswith(".pt"):
+        ckpt = load_checkpoint(cfg.model)
+        arch = ckpt["arch"]
+        if cfg.pretrained is True:
+            source, source_path = ckpt, cfg.model
+    if isinstance(cfg.pretrained, str):
+        source, source_path = load_checkpoint(cfg.pretrained), cfg.pretrained
+    model = build_model(arch, nc=nc)
+    if source is not None:
+        copied, total = transfer_weights(model, source)
+        LOGGER.info("Transferred %d/%d tensors from %s (the rest keep their initial values).", copied, total,
+                    source_path)
+    return model
+
+
+def build_loaders(cfg: Config, spec: Any, *, batch: int, workers: int, rank: int, world: int) -> tuple[Any, Any]:
+    """Train and val loaders for this rank, both sharded by rank (validation is distributed too)."""
+    from raytrain.data import YoloDataset, build_dataloader, scan_split
+
+    train_ds = YoloDataset(scan_split(spec, "train"), cfg.imgsz, augment=True, hyp=cfg, cache=cfg.cache,
+                           fraction=cfg.fraction, seed=cfg.seed)
+    train = build_dataloader(train_ds, batch, shuffle=True, workers=workers, seed=cfg.seed, rank=rank,
+                             world_size=world)
+    val_ds = YoloDataset(scan_split(spec, "val"), cfg.imgsz, augment=False, hyp=cfg, cache=cfg.cache, seed=cfg.seed)
+    val = build_dataloader(val_ds, batch * 2, shuffle=False, workers=workers, seed=cfg.seed, rank=rank,
+                           world_size=world)
+    return train, val
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (model init; the data derive their own seeds)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _dist() -> Any:
+    """torch.distributed when a process group with more than one rank is up, else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def mean_over_ranks(t: Any) -> Any:
+    dist = _dist()
+    if dist is not None:
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+def from_rank0(values: list[float], device: Any) -> list[float]:
+    """Rank 0's ``values`` on every rank (decisions such as stopping must agree, or ``report`` would hang)."""
+    import torch
+
+    dist = _dist()
+    if dist is None:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
+def min_over_ranks(value: int, device: Any) -> int:
+    import torch
+
+    dist = _dist()
+    if dist is None:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
