@@ -306,3 +306,29 @@ def test_wandb_offline_run_in_run_folder_without_key(tmp_path, monkeypatch):
             assert key.encode() not in path.read_bytes(), f"API key written to {path}"
     WandbRun(mode="disabled", project="p", name="n", save_dir=tmp_path / "off", config={}).log({"a": 1.0}, 1)
     assert not (tmp_path / "off").exists()
+
+
+# ------------------------------------------------------------------------------- one rank's setup, without Ray
+def test_make_worker_trains_one_epoch_without_ray(tmp_path):
+    pytest.importorskip("raytrain.loss")
+    from raytrain.config import make_config
+    from raytrain.data import resolve_data
+    from raytrain.engine.train import make_worker
+    from raytrain.fit import resolve_config
+
+    cfg = resolve_config(make_config({"data": "shapes", "imgsz": 64, "fraction": 0.04, "batch": 4, "workers": 0,
+                                      "device": "cpu", "project": str(tmp_path), "optimizer": "SGD",
+                                      "freeze": 3}), gpus_available=0)
+    w = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=tmp_path)
+    assert w.global_batch == 4 and w.names[0] == "circle" and len(w.train_loader) == 5
+    assert [g["name"] for g in w.optimizer.param_groups] == ["weight", "norm", "bias"]
+    assert not any(p.requires_grad for p in w.model.model[0].parameters())  # freeze=3
+    assert w.schedule.warmup_iters == 100 and w.schedule.accumulate(1000) == 16  # nbs 64 / batch 4
+    before = w.model.model[3].conv.weight.detach().clone()
+    frozen = w.model.model[0].conv.weight.detach().clone()
+    w.train_loader.set_epoch(1)
+    result = train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=0,
+                             schedule=w.schedule, ema=w.ema, scaler=w.scaler)
+    assert result.batches == 5 and result.images == 20 and torch.isfinite(result.losses).all()
+    assert (result.losses > 0).all() and w.ema.updates == result.last_step + 1 > 0
+    assert not torch.equal(before, w.model.model[3].conv.weight) and torch.equal(frozen, w.model.model[0].conv.weight)
