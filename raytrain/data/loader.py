@@ -299,10 +299,6 @@ class ShardedSampler(Sampler[SampleKey]):
 
 
 def _seed_worker(worker_id: int) -> None:
-    # Worker processes already run in parallel: OpenCV's own thread pool would only oversubscribe the CPUs.
-    import cv2
-
-    cv2.setNumThreads(1)
     # Library code that still uses global RNGs gets a seed derived from torch's per-worker seed.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
