@@ -153,8 +153,8 @@ class DetectionLoss:
         """:meth:`__call__` on float32 inputs with autocast off."""
         batch_size = preds[0].shape[0]
         flat = torch.cat([p.flatten(2) for p in preds], dim=2)  # (B, C, A)
-        box_logits, cls_logits = flat.transpose(1, 2).split((4 * self.reg_max, self.nc), dim=2)
-        dist_logits = box_logits.reshape(batch_size, -1, 4, self.reg_max)  # (B, A, 4, reg_max)
+        box_logits, cls_logits = flat.transpose(1, 2).contiguous().split((4 * self.reg_max, self.nc), dim=2)
+        dist_logits = box_logits.view(batch_size, -1, 4, self.reg_max)  # (B, A, 4, reg_max)
         anchor_points, stride_tensor = make_anchors(preds, self.strides, 0.5)  # (A, 2), (A, 1) grid units
         pred_bboxes = dist2bbox(expected_distances(dist_logits), anchor_points, xywh=False)  # (B, A, 4) grid xyxy
 
