@@ -180,6 +180,19 @@ def test_rejects_outputs_that_do_not_fit():
         DetectionLoss(nc=3)(preds, targets, (64, 96))
 
 
+def test_fits_the_model_and_reaches_every_parameter():
+    from raytrain.models import build_model
+
+    model = build_model("yolov8n", nc=3).train()
+    loss = DetectionLoss(model.nc, strides=tuple(model.stride.tolist()), reg_max=model.reg_max)
+    targets = torch.tensor([[0, 2, 0.5, 0.5, 0.4, 0.6]])
+    total, parts = loss(model(torch.rand(1, 3, 64, 64)), targets, (64, 64))
+    total.backward()
+    assert torch.isfinite(parts).all() and (parts > 0).all()
+    # DDP without find_unused_parameters needs a gradient for every trainable parameter, on every step.
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     preds, targets = _random_batch(6)
