@@ -33,7 +33,8 @@ def bbox_ciou(box1_xyxy: torch.Tensor, box2_xyxy: torch.Tensor, eps: float = 1e-
         eps: numerical guard against empty boxes.
 
     Returns:
-        ``(...)`` CIoU in [-1, 1], in the broadcast shape of the inputs without the last dimension.
+        ``(...)`` CIoU (at most 1, negative for distant boxes), in the inputs' broadcast shape without the last
+        dimension.
     """
     b1_x1, b1_y1, b1_x2, b1_y2 = box1_xyxy.unbind(-1)
     b2_x1, b2_y1, b2_x2, b2_y2 = box2_xyxy.unbind(-1)

@@ -97,6 +97,12 @@ def distribution_focal_loss(dist_logits: torch.Tensor, target: torch.Tensor) -> 
 class DetectionLoss:
     """YOLOv8's training loss, a callable with no per-call state (safe to share, pickle and call under DDP).
 
+    Per batch: decode each anchor's DFL logits to a box; assign anchors to the targets with
+    :func:`raytrain.assign.task_aligned_assign` (on detached scores and boxes); then, with ``S`` the sum of the soft
+    class targets (at least 1), ``l_cls = sum BCE(class logits, soft targets) / S`` over all anchors and classes,
+    ``l_box = sum w * (1 - CIoU) / S`` and ``l_dfl = sum w * DFL / S`` over the positive anchors, where ``w`` is
+    the anchor's soft target.
+
     Attributes:
         nc: number of classes.
         strides: stride of each output level, in the order of the model's outputs.
@@ -135,7 +141,7 @@ class DetectionLoss:
         """
         self._check(preds)
         with torch.autocast(preds[0].device.type, enabled=False):
-            return self._loss([p.float() for p in preds], targets.float(), img_hw)
+            return self._loss([p.float() for p in preds], targets.to(preds[0].device, torch.float32), img_hw)
 
     def _check(self, preds: Sequence[torch.Tensor]) -> None:
         """Clear errors for outputs that do not fit this loss (wrong mode, class count or number of levels)."""
@@ -165,7 +171,7 @@ class DetectionLoss:
         )
         # Normalising by the sum of the soft targets (at least 1) keeps the scale independent of the object count.
         target_scores_sum = assigned.scores.sum().clamp(min=1)
-        loss_cls = F.binary_cross_entropy_with_logits(cls_logits, assigned.scores, reduction="none").sum()
+        loss_cls = F.binary_cross_entropy_with_logits(cls_logits, assigned.scores, reduction="sum")
         loss_box, loss_dfl = self._box_losses(dist_logits, pred_bboxes, anchor_points,
                                               assigned.bboxes / stride_tensor, assigned.scores.sum(-1),
                                               assigned.fg_mask)
