@@ -37,14 +37,18 @@ def pad_targets(targets: torch.Tensor, batch_size: int,
         Within an image, boxes keep their order in ``targets``.
     """
     device = targets.device
-    image = targets[:, 0].long()
-    counts = torch.bincount(image, minlength=batch_size)  # (B,)
-    if counts.numel() > batch_size:
-        raise ValueError(f"targets hold batch_idx up to {counts.numel() - 1} but the batch has {batch_size} images")
-    max_gts = int(counts.max()) if targets.shape[0] else 0  # the padded size: one host sync per call
-    order = torch.sort(image, stable=True).indices
-    image, rows = image[order], targets[order]
-    slot = torch.arange(rows.shape[0], device=device) - (counts.cumsum(0) - counts)[image]  # position in its image
+    image, order = torch.sort(targets[:, 0].long(), stable=True)
+    rows = targets[order]
+    # searchsorted on the sorted image indices rather than bincount/scatter_add: deterministic on CUDA too.
+    images = torch.arange(batch_size, device=device)
+    first_row = torch.searchsorted(image, images)  # (B,) index of each image's first row
+    counts = torch.searchsorted(image, images, right=True) - first_row  # (B,)
+    max_gts = 0
+    if rows.shape[0]:
+        max_gts, lowest, highest = torch.stack((counts.max(), image[0], image[-1])).tolist()  # the one host sync
+        if lowest < 0 or highest >= batch_size:
+            raise ValueError(f"targets hold batch_idx in [{lowest}, {highest}] but the batch has {batch_size} images")
+    slot = torch.arange(rows.shape[0], device=device) - first_row[image]  # position within its image
     height, width = img_hw
     scale = rows.new_tensor([width, height, width, height])
     gt_labels = torch.zeros(batch_size, max_gts, dtype=torch.long, device=device)

@@ -42,7 +42,9 @@ def test_pad_targets_layout():
     labels, boxes, mask = pad_targets(targets[:0], 2, (32, 64))
     assert labels.shape == (2, 0) and boxes.shape == (2, 0, 4) and mask.shape == (2, 0)
     with pytest.raises(ValueError, match="batch_idx"):
-        pad_targets(targets, 2, (32, 64))
+        pad_targets(targets, 2, (32, 64))  # image index 2 in a batch of 2
+    with pytest.raises(ValueError, match="batch_idx"):
+        pad_targets(targets - torch.tensor([3.0, 0, 0, 0, 0, 0]), 3, (32, 64))  # negative image index
 
 
 def test_dfl_hand_values():
