@@ -188,7 +188,7 @@ def task_aligned_assign(
     align_metric, overlaps = _alignment(pd_scores, pd_bboxes, gt_labels, gt_bboxes, candidates, alpha, beta)
 
     # Top-k over all anchors, as YOLOv8 does: when a box has fewer than k candidates with a positive metric, ties at
-    # 0 may pick zero-metric candidates; they get a target score of 0, so they only take part in tie-breaking.
+    # 0 may pick zero-metric candidates; they become positives with a target score (and loss weight) of 0.
     top = align_metric.topk(min(topk, num_anchors), dim=-1).indices  # (B, M, k)
     in_topk = torch.zeros_like(candidates).scatter_(-1, top, True)
     mask_pos = _one_gt_per_anchor(in_topk & candidates, overlaps)  # (B, M, A)
