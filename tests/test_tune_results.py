@@ -43,9 +43,10 @@ def make_trial(exp: Path, trial_id: str, params: dict, curve: list[float], *, st
     (save_dir / "weights").mkdir(parents=True)
     (save_dir / "weights" / "best.pt").write_bytes(trial_id.encode())
     if status is not None:
-        data = json.loads((exp / "trial_status.json").read_text()) if (exp / "trial_status.json").exists() else {}
+        status_file = exp / "trial_status.yaml"
+        data = yaml.safe_load(status_file.read_text()) if status_file.exists() else {}
         data[trial_id] = {"name": name, "params": params, "epochs": 4, "save_dir": str(save_dir), **status}
-        (exp / "trial_status.json").write_text(json.dumps(data))
+        status_file.write_text(yaml.safe_dump(data))
 
 
 @pytest.fixture()

@@ -1,7 +1,7 @@
 """What a tune experiment leaves behind: ``trials.csv``, ``best.yaml``, ``best.pt``, plots, and ``raytrain results``.
 
 Everything here is read back from files, so it works for a finished experiment, a running one and one whose driver
-died: ``tune_space.yaml`` (the validated space, written before trials start), ``trial_status.json`` (each trial's
+died: ``tune_space.yaml`` (the validated space, written before trials start), ``trial_status.yaml`` (each trial's
 id, parameters, run folder and how it ended, kept by the driver's :class:`~raytrain.tune.run.TrialStatusCallback`),
 and each trial folder's ``result.json`` (Tune's per-epoch results, one JSON object per line).
 
@@ -29,7 +29,9 @@ from raytrain.config import ConfigError
 
 LOGGER = logging.getLogger("raytrain")
 SPACE_FILE = "tune_space.yaml"
-STATUS_FILE = "trial_status.json"
+# Not .json/.pkl: Tune copies those top-level files into its driver staging folder on restore and syncs them back
+# over the experiment folder, which would undo the updates made after the restore.
+STATUS_FILE = "trial_status.yaml"
 TRIALS_CSV = "trials.csv"
 BEST_YAML = "best.yaml"
 BEST_WEIGHTS = "best.pt"
@@ -128,14 +130,15 @@ def read_result_json(path: Path) -> list[dict[str, Any]]:
 
 
 def read_status(path: Path) -> dict[str, dict[str, Any]]:
-    """``trial_status.json``: trial id -> what the driver recorded about it (empty when absent)."""
+    """``trial_status.yaml``: trial id -> what the driver recorded about it (empty when absent)."""
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        LOGGER.warning("%s is not valid JSON; reading trials from their folders only.", path)
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        LOGGER.warning("%s is not valid YAML; reading trials from their folders only.", path)
         return {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def load_experiment(path: str | Path) -> Experiment:

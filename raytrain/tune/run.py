@@ -16,7 +16,6 @@ CLI starts Ray with it, and :func:`check_dashboard` warns when it is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -26,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from raytrain.config import Config, ConfigError, make_config
-from raytrain.tune.results import SPACE_FILE, STATUS_FILE, Experiment, summarize
+from raytrain.tune.results import SPACE_FILE, STATUS_FILE, Experiment, read_status, summarize
 from raytrain.tune.space import TuneSpec, load_space
 
 LOGGER = logging.getLogger("raytrain")
@@ -111,7 +112,7 @@ def wandb_id(experiment: str, trial_id: str) -> str:
 
 # ------------------------------------------------------------------------------------- end-of-trial bookkeeping
 class StatusFile:
-    """``trial_status.json``, written by the driver: each trial's name, parameters, run folder and end.
+    """``trial_status.yaml``, written by the driver: each trial's name, parameters, run folder and end.
 
     The scheduler, the stopper and the callback each hold one (they are pickled separately by Tune, so they share
     the file, not memory). The driver is single-threaded, so read-modify-write is safe; the write is atomic.
@@ -121,16 +122,13 @@ class StatusFile:
         self.path = str(path)
 
     def read(self) -> dict[str, dict[str, Any]]:
-        try:
-            return json.loads(Path(self.path).read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return read_status(Path(self.path))
 
     def update(self, trial_id: str, **fields: Any) -> None:
         data = self.read()
         data.setdefault(trial_id, {}).update(fields)
         tmp = Path(self.path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
         os.replace(tmp, self.path)
 
     def mark_stopped(self, trial_id: str, reason: str, epoch: int) -> None:
@@ -401,19 +399,43 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _tra
         ray.shutdown()
 
 
-def init_ray(address: str | None) -> None:
-    """Start a local Ray with the dashboard (it frees stopped trials' workers), or connect to ``address``."""
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Start a local Ray with the dashboard (it frees stopped trials' workers), or connect to ``address``.
+
+    The Train cleaner that frees a stopped trial's workers finds the dashboard through the State API, which gives
+    up when several Ray instances run on one machine (shared workstations, CI runners). Pinning the dashboard port
+    and handing its URL to every Ray process (``RAY_API_SERVER_ADDRESS`` in the job's runtime environment) keeps
+    the cleaner pointed at our instance.
+    """
     import ray
 
     if address in (None, "", "local"):
-        LOGGER.info("Starting a local Ray.")
+        port = free_port(8265)
+        url = f"http://127.0.0.1:{port}"
+        LOGGER.info("Starting a local Ray; dashboard at %s", url)
         # address="local": a new instance even when a stale `ray start` address file is lying around.
-        context = ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}}, configure_logging=False,
+                 log_to_driver=True)
     else:
         LOGGER.info("Connecting to the Ray cluster at %s.", address)
         context = ray.init(address=address, log_to_driver=True)
-    if context.dashboard_url:
-        LOGGER.info("Ray dashboard: http://%s", context.dashboard_url.removeprefix("http://"))
+        if context.dashboard_url:
+            LOGGER.info("Ray dashboard: http://%s", context.dashboard_url.removeprefix("http://"))
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens on it, else a free port the OS picks."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free TCP port for the Ray dashboard")
 
 
 def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
@@ -433,8 +455,6 @@ def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
     job = build_job(spec, exp_dir, storage_root, trainer_factory)
     exp_dir.mkdir(parents=True, exist_ok=True)
     if not spec.resume:
-        import yaml
-
         (exp_dir / SPACE_FILE).write_text(yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name,
                                                           "train": job.train}, sort_keys=False))
     LOGGER.info("Tuning %d trial(s) of %s (%s %s) in %s: up to %d at a time, %d worker(s) per trial%s.",
