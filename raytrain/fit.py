@@ -248,10 +248,23 @@ def _init_ray(cfg: Config, address: str | None) -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
         LOGGER.info("Starting a local Ray (dashboard at http://127.0.0.1:8265).")
         # address="local": a new local instance even when a `ray start` cluster's address file is lying around.
-        ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=True)
+        ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=True,
+                 runtime_env={"worker_process_setup_hook": pin_ray_address})
     else:
         LOGGER.info("Connecting to the Ray cluster at %s.", address)
         ray.init(address=address, log_to_driver=True)
+
+
+def pin_ray_address() -> None:
+    """Ray worker setup hook: make Ray's own address lookups inside this cluster find this cluster.
+
+    Ray Train's placement-group cleaner asks the State API, which finds "the" cluster from ``RAY_ADDRESS``, else
+    from ``/tmp/ray/ray_current_cluster`` (left by any ``ray start``, even a dead one), else by scanning processes:
+    with other Ray instances on the machine it can pick the wrong one and stop freeing resources.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def run(plan: RunPlan, callbacks: dict[str, list[Callable]] | None = None) -> FitResult:
@@ -260,7 +273,15 @@ def run(plan: RunPlan, callbacks: dict[str, list[Callable]] | None = None) -> Fi
 
     trainer = build_trainer(plan.cfg, run_name=plan.run_name, storage_path=plan.storage_path,
                             save_dir=plan.save_dir, callbacks=callbacks)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Ray Train's own Ctrl-C handler aborts the run, then exits the process with SystemExit.
+        if isinstance(e, SystemExit) and e.code not in (0, None):
+            raise
+        LOGGER.warning("Training interrupted. Continue it with: raytrain fit resume=%s",
+                       plan.save_dir / "weights" / "last.pt")
+        raise KeyboardInterrupt from None
     weights = plan.save_dir / "weights"
     return FitResult(dict(result.metrics or {}), weights / "best.pt", weights / "last.pt", plan.save_dir)
 
