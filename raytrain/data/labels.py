@@ -256,7 +256,7 @@ def check_image_label(im_file: str, nc: int) -> _Checked:
         result.labels = np.zeros((0, 5), np.float32)
         return result
     try:
-        with open(lb_file, encoding="utf-8") as f:
+        with open(lb_file, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
             text = f.read()
         result.labels, result.duplicates, result.clipped = parse_label_rows(text, nc)
     except (OSError, UnicodeDecodeError) as e:
