@@ -174,9 +174,7 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
     return TorchTrainer(train_worker, train_loop_config=loop_config, scaling_config=scaling, run_config=run_config)
 
 
-# ------------------------------------------------------------------------------------------------ training state
-
-
+# ------------------------------------------------------------------------------------------------- checkpoints
 def checkpoint_dict(model: Any, ema: Any, names: list[str], *, state: RunState, cfg: Config,
                     metrics: dict[str, float], optimizer: Any = None, scaler: Any = None) -> dict[str, Any]:
     """The contract's checkpoint: with ``optimizer`` the full training state, else the small inference file

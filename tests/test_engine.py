@@ -332,3 +332,20 @@ def test_make_worker_trains_one_epoch_without_ray(tmp_path):
     assert result.batches == 5 and result.images == 20 and torch.isfinite(result.losses).all()
     assert (result.losses > 0).all() and w.ema.updates == result.last_step + 1 > 0
     assert not torch.equal(before, w.model.model[3].conv.weight) and torch.equal(frozen, w.model.model[0].conv.weight)
+
+
+def test_pretrained_transfers_matching_tensors(tmp_path, caplog):
+    from raytrain.config import make_config
+    from raytrain.engine.train import model_for
+    from raytrain.models import build_model, make_checkpoint, save_checkpoint
+
+    source = build_model("yolov8n", nc=80)
+    path = save_checkpoint(tmp_path / "coco.pt", make_checkpoint(source, [str(i) for i in range(80)]))
+    with caplog.at_level("INFO", logger="raytrain"):
+        model = model_for(make_config({"model": "yolov8n", "pretrained": str(path)}), nc=6)
+    (line,) = [r.getMessage() for r in caplog.records if "Transferred" in r.getMessage()]
+    copied, total = map(int, line.split()[1].split("/"))
+    assert 0 < copied < total == len(model.state_dict())  # all but the class-output convolutions
+    assert torch.equal(model.model[0].conv.weight, source.model[0].conv.weight)
+    from_ckpt = model_for(make_config({"model": str(path)}), nc=80)  # model=CKPT: arch and weights from the file
+    assert torch.equal(from_ckpt.model[22].cv3[0][2].weight, source.model[22].cv3[0][2].weight)
