@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 import sys
 import tempfile
@@ -247,13 +246,14 @@ def _restore(model: Any, ema: Any, optimizer: Any, scaler: Any, cfg: Config) -> 
         ckpt = load_checkpoint(cfg.resume)
         model.load_state_dict(ckpt["model"])
         ema.load(ckpt["model"], ckpt["ema_updates"])
-        csv = Path(cfg.resume).parents[1] / "results.csv"
+        weights = Path(cfg.resume).parent
+        csv = weights.parent / "results.csv"
         history = [r for r in read_results_csv(csv) if r["epoch"] <= ckpt["epoch"]] if csv.is_file() else []
-        best = max(history, key=lambda r: r.get("fitness", -math.inf), default=None)
+        best = weights / "best.pt"
         LOGGER.warning("No Ray checkpoint for this run: resuming from %s after epoch %d with a fresh optimizer "
                        "state (weights, EMA, schedule position and history restored).", cfg.resume, ckpt["epoch"])
         return RunState(epoch=ckpt["epoch"], best_fitness=ckpt.get("best_fitness"),
-                        best_epoch=int(best["epoch"]) if best else ckpt["epoch"],
+                        best_epoch=load_checkpoint(best)["epoch"] if best.is_file() else ckpt["epoch"],
                         train_time=history[-1]["time"] if history else 0.0, history=history)
     return RunState()
 

@@ -216,3 +216,43 @@ def test_patience_stops_early(ray_local, by_value, tmp_path):
     rows = read_results_csv(tmp_path / "patient" / "results.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and result.metrics["epoch"] == 3
     assert load_checkpoint(result.best)["epoch"] == 1 and load_checkpoint(result.last)["epoch"] == 3
+
+
+def test_restore_falls_back_to_last_pt_without_ray_snapshot(tmp_path, monkeypatch):
+    """resume=last.pt when Ray's checkpoints are gone: weights, EMA, epoch and history come from the run folder."""
+    import ray.train
+    import torch
+
+    from raytrain.engine.ema import ModelEMA
+    from raytrain.engine.optim import build_optimizer
+    from raytrain.engine.results import write_results_csv
+    from raytrain.engine.train import RunState
+    from raytrain.models import build_model, save_checkpoint
+    from raytrain.ray_fit import _restore, checkpoint_dict
+
+    trained = build_model("yolov8n", nc=6)
+    with torch.no_grad():
+        trained.model[0].conv.weight.add_(1.0)
+    rows = [{"epoch": e, "time": 10.0 * e, "metrics/mAP50(B)": 0.1 * e} for e in (1, 2, 3)]
+    state = RunState(epoch=2, best_fitness=0.5, best_epoch=1)
+    cfg = make_config({"epochs": 5})
+    last = tmp_path / "run" / "weights" / "last.pt"
+    save_checkpoint(last, checkpoint_dict(trained, ModelEMA(trained), [str(i) for i in range(6)], state=state,
+                                          cfg=cfg, metrics={}))
+    best = RunState(epoch=1, best_fitness=0.5)
+    save_checkpoint(last.with_name("best.pt"), checkpoint_dict(trained, ModelEMA(trained), [str(i) for i in range(6)],
+                                                               state=best, cfg=cfg, metrics={}))
+    write_results_csv(tmp_path / "run" / "results.csv", rows)  # epoch 3 was written but never checkpointed
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
+    model = build_model("yolov8n", nc=6)
+    ema = ModelEMA(model)
+    optimizer = build_optimizer(model, "SGD", lr0=0.01, momentum=0.9, weight_decay=0)
+    restored = _restore(model, ema, optimizer, torch.amp.GradScaler("cuda", enabled=False),
+                        cfg.replace(resume=str(last)))
+    assert restored.epoch == 2 and restored.best_fitness == 0.5 and restored.best_epoch == 1
+    assert restored.train_time == 20.0
+    assert [r["epoch"] for r in restored.history] == [1, 2]
+    assert torch.equal(model.model[0].conv.weight, trained.model[0].conv.weight)
+    assert torch.equal(ema.ema.model[0].conv.weight, trained.model[0].conv.weight)
+    fresh = _restore(build_model("yolov8n", nc=6), ema, optimizer, torch.amp.GradScaler("cuda", enabled=False), cfg)
+    assert fresh == RunState()
