@@ -1,8 +1,8 @@
 """Training throughput (images/s): ``raytrain fit`` through Ray Train, the same loop without Ray, and Ultralytics.
 
 The three run the same work: YOLOv8n, ``imgsz`` 320, batch 16, on the CPU, over COCO128's 128 training images.
-Throughput is training images per second of the epoch loop (validation and start-up excluded), averaged over the
-epochs after the first (which pays for allocator warm-up and loader start); Ray's start-up is reported separately.
+Throughput is training images per second of the epoch loop (validation and start-up excluded): the median over the
+epochs after the first (which pays for allocator warm-up and loader start). Ray's start-up is reported separately.
 The Ray run uses one worker with all of this machine's CPUs, so it does exactly the work of the direct loop.
 
     python bench/throughput.py [--data ../shared/datasets/coco128/data.yaml] [--epochs 3] [--workers 2]
@@ -100,8 +100,8 @@ def ultralytics(args: argparse.Namespace, project: Path) -> list[float] | None:
 
 
 def steady(rates: list[float]) -> float:
-    """Mean over the epochs after the first (all of them when there is only one)."""
-    return statistics.mean(rates[1:] or rates)
+    """Median over the epochs after the first (all of them when there is only one): robust to a busy machine."""
+    return statistics.median(rates[1:] or rates)
 
 
 def main() -> None:
