@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from raytrain.config import Config, ConfigError, make_config
-from raytrain.tune.results import SPACE_FILE, STATUS_FILE, Experiment, read_status, summarize
+from raytrain.tune.results import SPACE_FILE, STATUS_FILE, Experiment, read_result_json, read_status, summarize
 from raytrain.tune.space import TuneSpec, load_space
 
 LOGGER = logging.getLogger("raytrain")
@@ -36,6 +36,7 @@ TRIAL_RESERVATION_CPU = 0.01  # what the trial function itself holds; its Train 
 TRAIN_FOLDER = "_train"  # the trials' Ray Train runs (checkpoints) inside the experiment folder
 TRIALS_FOLDER = "trials"  # the trials' fit run folders (weights, results.csv, W&B files)
 TRAINER_FACTORY = "raytrain.ray_fit:build_trainer"
+EPOCH_METRIC_GROUPS = ("fitness", "metrics", "train", "val", "lr", "time")  # key prefixes of fit's epoch metrics
 
 
 @dataclass
@@ -219,18 +220,72 @@ def make_status_callback(spec: TuneSpec, status: StatusFile, job: TrialJob) -> A
                           .get("retries", 0) + 1)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            record = status.read().get(trial.trial_id, {})
             epoch = int((trial.last_result or {}).get("epoch", 0))
-            end = record.get("stopped_by")
-            if end is None and epoch < planned_epochs(trial.config, base_epochs):
-                over_budget = budget is not None and time.monotonic() - self.started >= budget * 0.98
-                end = "time-budget" if over_budget else "completed"
-            status.update(trial.trial_id, end=end or "completed", epochs_run=epoch)
+            over_budget = budget is not None and time.monotonic() - self.started >= budget * 0.98
+            end = classify_end(status.read().get(trial.trial_id, {}).get("stopped_by"), epoch,
+                               planned_epochs(trial.config, base_epochs), over_budget)
+            status.update(trial.trial_id, end=end, epochs_run=epoch)
+            if end != "completed":  # Tune killed its processes: the worker never finished its W&B run
+                finish_wandb_run(job, trial, end)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             status.update(trial.trial_id, end="error", error=str(getattr(trial, "error_file", "") or ""))
+            finish_wandb_run(job, trial, "error")
 
     return TrialStatusCallback()
+
+
+def finish_wandb_run(job: TrialJob, trial: Any, end: str) -> None:
+    """Write a stopped trial's epochs and how it ended to its W&B run, from the driver.
+
+    When ASHA, the patience rule or the time budget stops a trial, Tune kills the trial's processes: the rank-0
+    worker never finishes its W&B run, and an offline run loses the records W&B still buffered. The driver resumes
+    the same run id (so it stays one run per trial), logs the epochs Tune received and a summary with ``end``.
+    """
+    from raytrain.tracking import resolve_wandb_mode
+
+    mode = resolve_wandb_mode(job.wandb_mode)
+    if mode == "disabled":
+        return
+    try:
+        import wandb
+    except ImportError:
+        return
+    name = _trial_name(trial)
+    save_dir = Path(job.experiment_dir) / TRIALS_FOLDER / name
+    rows = read_result_json(Path(trial.local_path) / "result.json") if trial.local_path else []
+    if trial.last_result and not any(r.get("epoch") == trial.last_result.get("epoch") for r in rows):
+        rows.append(trial.last_result)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(project=job.wandb_project, entity=job.train.get("wandb_entity"), group=job.experiment,
+                         name=name, id=wandb_id(job.experiment, trial.trial_id), resume="allow", dir=str(save_dir),
+                         config={k: trial.config[k] for k in job.param_names if k in trial.config}, mode=mode,
+                         reinit="finish_previous")
+        for row in rows:
+            metrics = {k: v for k, v in row.items() if k.split("/")[0] in EPOCH_METRIC_GROUPS
+                       and isinstance(v, (int, float))}
+            run.log(metrics, step=int(row["epoch"]))
+        run.summary.update({"end": end, "epochs_run": int(rows[-1]["epoch"]) if rows else 0})
+        run.finish()
+    except Exception as e:  # W&B problems must never fail the experiment
+        LOGGER.warning("W&B: could not finish the run of %s (%s): %s", name, end, e)
+
+
+def classify_end(stopped_by: str | None, epochs_run: int, epochs_planned: int, over_budget: bool) -> str:
+    """How a trial that ended without an error ended (Tune itself does not say why it stopped one).
+
+    Args:
+        stopped_by: what the scheduler or the patience stopper recorded when it stopped the trial, if anything.
+        epochs_run: the last epoch the trial reported.
+        epochs_planned: the trial's own epochs.
+        over_budget: whether the experiment's ``time_budget_s`` had run out when the trial ended.
+    """
+    if stopped_by:
+        return stopped_by
+    if epochs_run < epochs_planned and over_budget:
+        return "time-budget"
+    return "completed"
 
 
 def _trial_name(trial: Any) -> str:

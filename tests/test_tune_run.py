@@ -1,0 +1,226 @@
+"""``raytrain tune`` end to end on CPU, plus the driver-side pieces (capacity, patience, end labels) without Ray.
+
+The Ray tests are few and each checks several things: a trial costs 20-35 s to start on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raytrain.config import ConfigError, load_config
+from raytrain.tune.results import PLOTS, STATUS_FILE, read_result_json, read_status
+from raytrain.tune.run import (
+    StatusFile,
+    classify_end,
+    concurrency_cap,
+    experiment_dir,
+    make_patience_stopper,
+    wandb_id,
+)
+from raytrain.tune.space import load_space
+
+TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 64, "batch": 8, "workers": 0, "fraction": 0.1,
+         "optimizer": "SGD", "close_mosaic": 0, "warmup_epochs": 0, "val": False, "plots": False, "device": "cpu"}
+
+
+def space(tmp_path: Path, **settings) -> dict:
+    body = {"name": "t", "project": str(tmp_path / "runs"), "train": dict(TRAIN),
+            "space": {"box": {"type": "uniform", "low": 0.5, "high": 12.0}},
+            "metric": "train/box_loss", "mode": "min", "max_concurrent_trials": 1, "wandb_mode": "disabled"}
+    body.update(settings)
+    return body
+
+
+# ------------------------------------------------------------------------------------------ driver-side, no Ray
+def test_concurrency_cap_counts_train_workers(tmp_path: Path):
+    cpu = load_space(space(tmp_path, max_concurrent_trials=None, resources={"workers": 2, "cpus_per_worker": 2}))
+    assert concurrency_cap(cpu, {"CPU": 16}) == 3  # 4.01 CPUs per trial (workers + the trial's own 0.01)
+    gpu = load_space(space(tmp_path, max_concurrent_trials=None, resources={"workers": 2, "gpu": True}))
+    assert concurrency_cap(gpu, {"CPU": 64, "GPU": 8}) == 4  # by GPUs
+    assert concurrency_cap(load_space(space(tmp_path, max_concurrent_trials=2)), {"CPU": 16}) == 2
+    with pytest.raises(ConfigError, match="one trial needs 4 CPU"):
+        concurrency_cap(cpu, {"CPU": 2})
+
+
+def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
+    status = StatusFile(tmp_path / STATUS_FILE)
+    stopper = make_patience_stopper(load_space(space(tmp_path, patience=2, train={**TRAIN, "epochs": 6})), status)
+    losses = {1: 3.0, 2: 2.0, 3: 2.5, 4: 2.1}  # best at epoch 2; epochs 3 and 4 do not improve (mode min)
+    decisions = [stopper("a", {"epoch": e, "train/box_loss": v, "config": {}}) for e, v in losses.items()]
+    assert decisions == [False, False, False, True]
+    assert read_status(tmp_path / STATUS_FILE)["a"] == {"stopped_by": "patience-stopped", "stopped_at_epoch": 4}
+    # The same rule firing at the trial's own last epoch is a normal completion, not an early stop.
+    assert stopper("b", {"epoch": 1, "train/box_loss": 1.0, "config": {"epochs": 3}}) is False
+    assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is True
+    assert "b" not in read_status(tmp_path / STATUS_FILE)
+    assert make_patience_stopper(load_space(space(tmp_path)), status) is None  # no patience: no stopper
+
+
+def test_end_labels_and_names(tmp_path: Path):
+    assert classify_end("asha-stopped", 1, 5, over_budget=False) == "asha-stopped"
+    assert classify_end(None, 5, 5, over_budget=True) == "completed"
+    assert classify_end(None, 2, 5, over_budget=True) == "time-budget"
+    assert wandb_id("tune2", "a1b2c3d4") == "tune2-a1b2c3d4" == wandb_id("tune2", "a1b2c3d4")
+    spec = load_space(space(tmp_path))
+    first = experiment_dir(spec)
+    assert first == (tmp_path / "runs" / "t").resolve()
+    first.mkdir(parents=True)
+    assert experiment_dir(spec).name == "t2"  # fresh names unless exist_ok / resume
+    with pytest.raises(ConfigError, match="no tune experiment to resume"):
+        experiment_dir(load_space(space(tmp_path), {"resume": True}))
+
+
+# ---------------------------------------------------------------------------------------------------- on Ray
+@pytest.fixture(scope="module")
+def ray_tune(request: pytest.FixtureRequest):
+    """The shared local Ray, started the way ``raytrain tune`` starts it (dashboard pinned for the PG cleaner)."""
+    import ray
+
+    if not ray.is_initialized():
+        from raytrain.tune.run import init_ray
+
+        init_ray(None, num_cpus=4)
+    return request.getfixturevalue("ray_local")
+
+
+def offline_wandb_runs(save_dir: Path) -> list[Path]:
+    return sorted((save_dir / "wandb").glob("offline-run-*"))
+
+
+def wandb_run_records(run_dir: Path) -> list:
+    """The run records (id, group, name) in an offline W&B run's transaction log (LevelDB log format)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = next(run_dir.glob("*.wandb")).read_bytes()
+    block, pos, chunks, runs = 32768, 7, b"", []  # 7: the W&B file header
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4) and chunks:  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            if record.WhichOneof("record_type") == "run":
+                runs.append(record.run)
+            chunks = b""
+    return runs
+
+
+@pytest.mark.ray
+def test_tiny_experiment_asha_outputs_wandb(tmp_path: Path, ray_tune, capsys: pytest.CaptureFixture):
+    """3 sequential trials; box gains 0.5, 12, 3: at epoch 1 the box losses (after gains) rank trial 1, 3, 2."""
+    import raytrain
+
+    settings = space(
+        tmp_path, num_samples=3, grace_period=1, reduction_factor=2, wandb_mode="offline",
+        space={"box": {"type": "uniform", "low": 0.5, "high": 12.0}, "epochs": [2, 3]},
+        points_to_evaluate=[{"box": 0.5, "epochs": 3}, {"box": 12.0, "epochs": 3}, {"box": 3.0, "epochs": 2}])
+    started = time.monotonic()
+    result = raytrain.tune(settings)
+    print(f"tiny experiment: {time.monotonic() - started:.0f} s")
+    exp = result.experiment_dir
+    by_box = {row["box"]: row for row in result.trials}
+    assert (by_box[0.5]["end"], by_box[0.5]["epochs_run"]) == ("completed", 3)
+    assert (by_box[12.0]["end"], by_box[12.0]["epochs_run"]) == ("asha-stopped", 1)
+    # Trial 3 searched epochs=2: ASHA's rung-2 STOP at its own last epoch is a completion, not an early stop.
+    assert (by_box[3.0]["end"], by_box[3.0]["epochs_run"]) == ("completed", 2)
+    assert result.best_config.box == 0.5 and result.best_config.epochs == 3
+    assert result.best_metric == by_box[0.5]["best train/box_loss"]
+
+    # The ASHA-stopped trial's workers were freed (Train's cleaner via the dashboard): all CPUs come back.
+    deadline = time.monotonic() + 60
+    while ray_tune.available_resources().get("CPU", 0) < ray_tune.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, f"CPUs still reserved: {ray_tune.available_resources()}"
+        time.sleep(1)
+
+    # Outputs: table, best config (a valid fit config), best weights, plots, TensorBoard logs.
+    rows = list(csv.DictReader((exp / "trials.csv").open()))
+    assert len(rows) == 3 and rows[0]["box"] == "0.5" and rows[0]["rank"] == "1"
+    best = load_config(exp / "best.yaml")
+    assert (best.box, best.epochs, best.imgsz) == (0.5, 3, 64) and Path(best.data).is_absolute()
+    from raytrain.models.checkpoint import load_checkpoint
+
+    assert load_checkpoint(exp / "best.pt")["format"] == "raytrain.detect"
+    assert all((exp / name).stat().st_size > 0 for name in PLOTS)
+    assert len(list(exp.glob("trial_*/events.out.tfevents.*"))) == 3
+
+    # W&B: one run (one id) per trial, named after the trial and grouped under the experiment. A stopped trial's
+    # worker is killed before it finishes its run; the driver then writes the run's epochs and end (same id).
+    status = read_status(exp / STATUS_FILE)
+    assert len(status) == 3
+    for trial_id, record in status.items():
+        folders = offline_wandb_runs(Path(record["save_dir"]))
+        assert folders and all(f.name.endswith(wandb_id(exp.name, trial_id)) for f in folders)
+        runs = [run for folder in folders for run in wandb_run_records(folder)]
+        assert runs and {(r.run_id, r.run_group, r.display_name) for r in runs} == {
+            (wandb_id(exp.name, trial_id), exp.name, record["name"])}
+        assert len(folders) == (1 if record["end"] == "completed" else 2)
+
+    from raytrain.cli import main as cli_main
+
+    assert cli_main(["results", str(exp)]) == 0
+    assert "asha-stopped" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_resume_after_killing_the_driver(tmp_path: Path):
+    """Kill ``raytrain tune`` after trial 1 finished and trial 2 is mid-way; ``resume=True`` finishes the job."""
+    settings = space(tmp_path, num_samples=2, scheduler="none", train={**TRAIN, "epochs": 3},
+                     points_to_evaluate=[{"box": 7.5}, {"box": 5.0}])
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(settings))
+    exp = tmp_path / "runs" / "t"
+    command = [sys.executable, "-m", "raytrain.cli", "tune", str(space_file)]
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        first, second = wait_for_mid_experiment(exp, driver, timeout=400)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    first_csv = Path(first["save_dir"]) / "results.csv"
+    first_mtime = first_csv.stat().st_mtime_ns
+
+    done = subprocess.run([*command, "resume=True"], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = read_status(exp / STATUS_FILE)
+    assert sorted(r["end"] for r in status.values()) == ["completed", "completed"]
+    assert first_csv.stat().st_mtime_ns == first_mtime  # the finished trial was not run again
+    for record in status.values():  # every epoch trained and reported once, none lost
+        assert epochs_in_results_csv(Path(record["save_dir"]) / "results.csv") == [1, 2, 3]
+        rows = read_result_json(exp / record["name"] / "result.json")
+        assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert "Resuming from Ray checkpoint" in done.stdout + done.stderr
+    assert (exp / "trials.csv").is_file() and (exp / "best.yaml").is_file()
+
+
+def epochs_in_results_csv(path: Path) -> list[int]:
+    return [int(float(row["epoch"])) for row in csv.DictReader(path.open())]
+
+
+def wait_for_mid_experiment(exp: Path, driver: subprocess.Popen, timeout: float) -> tuple[dict, dict]:
+    """Poll until one trial completed and another has trained at least one epoch but not all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the experiment finished before it could be interrupted"
+        status = read_status(exp / STATUS_FILE)
+        done = [r for r in status.values() if r.get("end") == "completed"]
+        running = [r for r in status.values() if r.get("end") == "running"]
+        for record in running:
+            csv_file = Path(record["save_dir"]) / "results.csv"
+            if done and csv_file.is_file() and 1 <= len(epochs_in_results_csv(csv_file)) < 3:
+                return done[0], record
+        time.sleep(0.5)
+    raise AssertionError(f"no mid-experiment state within {timeout} s: {read_status(exp / STATUS_FILE)}")
+
