@@ -173,7 +173,45 @@ def load_experiment(path: str | Path) -> Experiment:
                                  end="running" if rows else "pending")
             trials[record.trial_id] = record
         record.history = [_numbers(r) for r in rows]
+    for record in trials.values():
+        record.history = _merge_fit_history(record, space.get("train", {}))
     return Experiment(path=path, space=space, trials=sorted(trials.values(), key=lambda t: t.name))
+
+
+def _merge_fit_history(record: TrialRecord, train: dict[str, Any]) -> list[dict[str, float]]:
+    """Tune's per-epoch results completed with the trial's own ``results.csv``.
+
+    When the driver is killed, Tune's copy of ``result.json`` can miss the last epochs it had received (it is synced
+    to the experiment folder periodically), while the fit run folder's ``results.csv`` is rewritten every epoch from
+    the checkpointed history. Epochs Tune has keep Tune's values; the others come from the CSV, with ``fitness``
+    recomputed the way fit computes it.
+    """
+    csv_file = Path(record.save_dir) / "results.csv" if record.save_dir else None
+    if csv_file is None or not csv_file.is_file():
+        return record.history
+    from raytrain.engine.results import read_results_csv
+
+    try:
+        fit_rows = read_results_csv(csv_file)
+    except (OSError, ValueError, KeyError):
+        return record.history
+    by_epoch = {int(r["epoch"]): _with_fitness(r, train) for r in fit_rows}
+    for row in record.history:
+        by_epoch[int(row["epoch"])] = {**by_epoch.get(int(row["epoch"]), {}), **row}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _with_fitness(row: dict[str, float], train: dict[str, Any]) -> dict[str, float]:
+    from raytrain.metrics import fitness
+
+    if "fitness" in row:
+        return row
+    validated = any(row.get(k) for k in row if k.startswith("metrics/"))
+    if validated or train.get("val", True):
+        value = fitness(row, key=train.get("fitness", "mAP50-95"))
+    else:  # fit without validation ranks epochs by the summed train losses (lower is fitter)
+        value = -sum(row.get(f"train/{n}_loss", 0.0) for n in ("box", "cls", "dfl"))
+    return {**row, "fitness": value}
 
 
 def _numbers(row: dict[str, Any]) -> dict[str, float]:
