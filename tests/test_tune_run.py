@@ -42,7 +42,8 @@ def space(tmp_path: Path, **settings) -> dict:
 # ------------------------------------------------------------------------------------------ driver-side, no Ray
 def test_concurrency_cap_counts_train_workers(tmp_path: Path):
     cpu = load_space(space(tmp_path, max_concurrent_trials=None, resources={"workers": 2, "cpus_per_worker": 2}))
-    assert concurrency_cap(cpu, {"CPU": 16}) == 3  # 4.01 CPUs per trial (workers + the trial's own 0.01)
+    assert concurrency_cap(cpu, {"CPU": 16}) == 4  # 4 CPUs per trial; the trial function itself takes none
+    assert concurrency_cap(load_space(space(tmp_path, max_concurrent_trials=None)), {"CPU": 2}) == 2  # a laptop
     gpu = load_space(space(tmp_path, max_concurrent_trials=None, resources={"workers": 2, "gpu": True}))
     assert concurrency_cap(gpu, {"CPU": 64, "GPU": 8}) == 4  # by GPUs
     assert concurrency_cap(load_space(space(tmp_path, max_concurrent_trials=2)), {"CPU": 16}) == 2

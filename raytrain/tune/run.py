@@ -32,7 +32,9 @@ from raytrain.tune.results import SPACE_FILE, STATUS_FILE, Experiment, read_resu
 from raytrain.tune.space import TuneSpec, load_space
 
 LOGGER = logging.getLogger("raytrain")
-TRIAL_RESERVATION_CPU = 0.01  # what the trial function itself holds; its Train workers reserve the real resources
+# What the trial function itself reserves: no CPU (its Train workers reserve the real resources; even 0.01 CPU would
+# keep a second 1-CPU trial off a 2-CPU machine). Tune needs a non-empty request, hence a token of memory.
+TRIAL_RESOURCES = {"CPU": 0, "memory": 2**20}
 TRAIN_FOLDER = "_train"  # the trials' Ray Train runs (checkpoints) inside the experiment folder
 TRIALS_FOLDER = "trials"  # the trials' fit run folders (weights, results.csv, W&B files)
 TRAINER_FACTORY = "raytrain.ray_fit:build_trainer"
@@ -311,7 +313,7 @@ def concurrency_cap(spec: TuneSpec, cluster: Mapping[str, float]) -> int:
     if gpus and cluster.get("GPU", 0) >= gpus:
         fits = int(cluster.get("GPU", 0) // gpus)
     else:
-        fits = int((cluster.get("CPU", 0) + 1e-9) // (cpus + TRIAL_RESERVATION_CPU))
+        fits = int((cluster.get("CPU", 0) + 1e-9) // cpus)
     if fits < 1:
         what = f"{gpus} GPU(s)" if gpus else f"{cpus:g} CPU(s)"
         raise ConfigError(f"{spec.source}: resources: one trial needs {what} for its training workers, but the "
@@ -416,10 +418,10 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
 
 
 def trainable(job: TrialJob) -> Any:
-    """The trial function with its job bound and a tiny reservation of its own (Train reserves the workers)."""
+    """The trial function with its job bound and a token reservation of its own (Train reserves the workers)."""
     import ray.tune
 
-    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), {"CPU": TRIAL_RESERVATION_CPU})
+    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), dict(TRIAL_RESOURCES))
 
 
 def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _trainer_factory: str = TRAINER_FACTORY,
