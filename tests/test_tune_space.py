@@ -74,6 +74,7 @@ def test_overrides_settings_train_and_fixing_a_searched_key(tmp_path: Path):
     ({"space": {"scale": {"type": "quniform", "low": 0.1, "high": 0.5}}}, "space.scale: quniform needs a number "
                                                                           "for q"),
     ({"space": {}}, "x.yaml: space: nothing to search"),
+    ({"space": {"data": ["a.yaml", "b.yaml"]}}, "x.yaml: space.data: data says where or how a trial runs"),
     ({"train": {"imgsz": 8}}, "x.yaml: train: imgsz=8 is not allowed"),
     ({"train": {"epoks": 8}}, "x.yaml: train.epoks: 'epoks' is not a valid raytrain argument. Did you mean epochs"),
     ({"metric": "mAP50"}, "x.yaml: metric: trials never report 'mAP50'. Did you mean metrics/mAP50(B)"),

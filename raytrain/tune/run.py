@@ -519,7 +519,7 @@ def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
                 base.num_workers or 1, f"; dashboard {dashboard}" if dashboard else "")
     LOGGER.info("TensorBoard: tensorboard --logdir %s", exp_dir)
     tuner = _restore(spec, job, exp_dir, storage_root, cap) if spec.resume else \
-        build_tuner(spec, job, exp_dir, storage_root, cap, max_failures=max(base.max_failures, 0))
+        build_tuner(spec, job, exp_dir, storage_root, cap, max_failures=base.max_failures)
     try:
         tuner.fit()
     finally:

@@ -44,6 +44,11 @@ SETTINGS = (
 SECTIONS = ("train", "space", "resources")
 RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker")
 # key=value overrides that are not Config fields (``raytrain tune`` accepts them besides every Config key).
+# Arguments that say where or how a trial runs, not how it trains: fixed under train:, never searched. (patience is
+# the tune-level rule; resources are fixed per trial so the cluster's capacity can be planned.)
+NOT_SEARCHABLE = ("data", "project", "name", "exist_ok", "resume", "device", "num_workers", "cpus_per_worker",
+                  "storage", "address", "max_failures", "wandb_mode", "wandb_project", "wandb_entity", "split",
+                  "source", "save_json", "plots", "verbose", "workers", "patience", "time")
 CLI_KEYS = tuple(k for k in (*SETTINGS, "gpu") if k not in FIELDS and k != "points_to_evaluate")
 
 
@@ -282,6 +287,10 @@ def _parse_param(key: str, value: Any, where: str) -> Param:
     path = f"space.{key}"
     if key not in FIELDS:
         raise _at(where, path, unknown_key_error(key, FIELDS))
+    if key in NOT_SEARCHABLE:
+        hint = " (the tune-level rule is the top-level 'patience:')" if key == "patience" else ""
+        raise ConfigError(f"{where}: {path}: {key} says where or how a trial runs, not how it trains: fix it under "
+                          f"'train:'{hint}.")
     if isinstance(value, list):  # shorthand: a plain list is a choice
         value = {"type": "choice", "values": value}
     if not isinstance(value, dict):
