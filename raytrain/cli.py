@@ -51,13 +51,16 @@ COMMANDS: dict[str, Command] = {
     "tune": Command(
         summary="search training hyperparameters: Optuna TPE + ASHA over fit runs on Ray Tune; trials.csv, best.yaml",
         usage="raytrain tune SPACE.yaml [key=value ...]\n\n"
-              "Settings (num_samples=, name=, resume=True, gpu=true, metric=, patience=, time_budget_s=, ...)\n"
-              "replace the file's; any other key is a fixed training argument (a searched one leaves the space).\n"
+              "Settings given as key=value replace the file's (defaults in brackets):\n"
+              "  name [tune, tune2, ...]  project [runs/tune]  storage  exist_ok  resume=True (continue NAME)\n"
+              "  metric [fitness]  mode [max]  num_samples [10]  max_concurrent_trials [what the cluster holds]\n"
+              "  gpu=true|false  sampler [tpe|random]  search_seed [0]  scheduler [asha|none]  grace_period [1]\n"
+              "  reduction_factor [3]  patience [off]  time_budget_s [off]  wandb_project  wandb_mode  address\n"
+              "Any other key is a fixed training argument (a searched one is fixed and leaves the space).\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. The file format is\n"
-              "described at the top of search_spaces/detect.yaml.",
+              "described at the top of search_spaces/detect.yaml and in the README.",
         target="raytrain.tune.run:main",
-        keys=("name", "project", "storage", "exist_ok", "resume", "address", "patience", "wandb_project",
-              "wandb_mode"),
+        keys=(),
         example="raytrain tune search_spaces/quickstart.yaml num_samples=8",
         extra_keys=("metric", "mode", "num_samples", "max_concurrent_trials", "sampler", "search_seed", "scheduler",
                     "grace_period", "reduction_factor", "time_budget_s", "gpu"),
