@@ -75,3 +75,68 @@ def test_multi_node_needs_shared_storage(tmp_path, monkeypatch):
     require_shared_storage("/home/me/runs", ["10.0.0.1", "10.0.0.1"], mounts)  # two nodes, one machine: fine
     monkeypatch.setenv("RAYTRAIN_SHARED_STORAGE", "1")
     require_shared_storage("/home/me/runs", two_machines, mounts)  # vouched for by the user
+
+
+TWO_NODE_SPACE = """\
+name: twonode
+train: {data: shapes, model: yolov8n, imgsz: 64, batch: 8, workers: 0, fraction: 0.05, mosaic: 0.0,
+        close_mosaic: 0, epochs: 2, optimizer: SGD, plots: false, val: true, device: cpu}
+resources: {workers: 1, gpu: false, cpus_per_worker: 1.5}
+space:
+  lr0: {type: loguniform, low: 0.001, high: 0.01}
+metric: fitness
+mode: max
+num_samples: 2
+max_concurrent_trials: 2
+scheduler: none
+wandb_mode: disabled
+"""
+
+LIST_TRAIN_WORKERS = """\
+import json, sys
+from ray.util.state import list_actors, list_nodes
+address = sys.argv[1]
+nodes = [n.node_id for n in list_nodes(address=address, filters=[("state", "=", "ALIVE")])]
+workers = [a.node_id for a in list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")],
+                                          limit=1000, raise_on_missing_output=False)]
+print(json.dumps({"nodes": nodes, "workers": workers}))
+"""
+
+
+@pytest.mark.ray
+def test_two_node_cluster_runs_tune_on_both_nodes(tmp_path):
+    """A head and a worker node on 127.0.0.1 (each 2 CPUs); two trials that each need 1.5 CPUs must use both."""
+    import json
+    import subprocess
+    import sys
+
+    from raycluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path)
+    try:
+        cluster.add_node(2, {"head_node": 1}, head=True)
+        cluster.add_node(2, {"worker_node": 1})
+        cluster.wait_for_nodes(2)
+        space = tmp_path / "space.yaml"
+        space.write_text(TWO_NODE_SPACE)
+        storage, project = tmp_path / "shared_storage", tmp_path / "runs"
+        run = subprocess.run(
+            [sys.executable, "-m", "raytrain.cli", "tune", str(space), f"address={cluster.address}",
+             f"storage={storage}", f"project={project}"],
+            capture_output=True, text=True, env=cluster.env, timeout=600,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        placed = subprocess.run([sys.executable, "-c", LIST_TRAIN_WORKERS,
+                                 f"http://127.0.0.1:{cluster.dashboard_port}"],
+                                capture_output=True, text=True, env=cluster.env, timeout=120)
+        assert placed.returncode == 0, placed.stderr[-3000:]
+        seen = json.loads(placed.stdout.strip().splitlines()[-1])
+    finally:
+        cluster.stop()
+    assert len(seen["nodes"]) == 2
+    assert set(seen["workers"]) == set(seen["nodes"]), "the trials' training workers did not use both nodes"
+    exp = project / "twonode"
+    rows = (exp / "trials.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + two trials
+    assert (storage / "twonode").is_dir()  # Tune's experiment state and the Train checkpoints in shared storage
+    assert list((storage / "twonode").rglob("checkpoint_*")), "no Train checkpoint reached the shared storage"

@@ -1,0 +1,95 @@
+"""A local multi-node Ray cluster for tests: a head and workers on 127.0.0.1, each with its own resources.
+
+Nodes are started with ``ray start --block`` in their own process groups, on free ports and a private temp dir,
+so the test stops exactly the processes it created (never ``ray stop``, which would kill every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """Start with :meth:`add_node`; ``address`` is the GCS address to pass to ``ray.init`` or ``address=``."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = Path(log_dir)
+        # Ray's socket paths must stay under 108 bytes: pytest's tmp_path is too deep, so use a short folder.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def add_node(self, num_cpus: int, resources: dict[str, float], head: bool = False) -> None:
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+        cmd = [ray_bin, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+               f"--resources={json.dumps(resources)}", "--disable-usage-stats",
+               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+               f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+               f"--min-worker-port={(wp := free_port() % 20000 + 30000)}", f"--max-worker-port={wp + 200}"]
+        if head:
+            cmd += ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                    f"--ray-client-server-port={free_port()}"]
+        else:
+            cmd += [f"--address={self.address}"]
+        log = open(self.log_dir / f"node{len(self.procs)}.log", "w")  # noqa: SIM115 - closed with the node
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                           start_new_session=True))
+
+    def wait_for_nodes(self, count: int, timeout: float = 90) -> None:
+        code = (f"import ray, time; ray.init(address='{self.address}', logging_level='ERROR'); "
+                f"t = time.time()\n"
+                f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() - t < {timeout}: "
+                f"time.sleep(1)\n"
+                f"print(len([n for n in ray.nodes() if n['Alive']]))")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            dead = [i for i, p in enumerate(self.procs) if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"Ray node {dead[0]} exited; see {self.log_dir}/node{dead[0]}.log")
+            try:
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
+                                     timeout=timeout)
+            except subprocess.TimeoutExpired:
+                continue
+            if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"the local cluster did not reach {count} nodes; see {self.log_dir}/node*.log")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Ray's daemons (raylet, gcs_server, ...) stay in the node's process group: make sure none survive.
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
