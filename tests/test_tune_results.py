@@ -103,7 +103,7 @@ def test_results_command_prints_the_ranked_table(experiment: Path, capsys: pytes
     assert cli_main(["results", str(experiment)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split()[:5] == ["#", "trial", "end", "epochs", "best"]
+    assert lines[0].split()[:5] == ["#", "trial", "end", "ran", "best"]
     assert lines[1].split()[:5] == ["1", "trial_aaaa0003", "completed", "4/4", "0.5"]
     assert "1 asha-stopped" in out and "1 patience-stopped" in out and "Best: trial_aaaa0003" in out
     assert (experiment / "trials_metric.png").is_file()  # redrawn

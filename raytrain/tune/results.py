@@ -223,7 +223,7 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     """``trials.csv``: one row per trial, best first: parameters, final and best metric, epochs run, how it ended."""
     path = path or exp.path / TRIALS_CSV
     metric = exp.metric
-    header = ["rank", "trial", "end", "epochs_run", "epochs", f"final {metric}", f"best {metric}", "best_epoch",
+    header = ["rank", "trial", "end", "epochs_run", "epochs_planned", f"final {metric}", f"best {metric}", "best_epoch",
               *exp.param_names, "trial_id", "save_dir"]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -270,7 +270,7 @@ def format_table(exp: Experiment, limit: int | None = None) -> str:
     """The ranked trials as an aligned text table (best first)."""
     metric = exp.metric
     params = exp.param_names
-    rows = [["#", "trial", "end", "epochs", f"best {metric}", f"final {metric}", *params]]
+    rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params]]
     for rank, t in enumerate(exp.ranked()[:limit], 1):
         best, _ = t.best(metric, exp.mode)
         planned = f"/{t.epochs_planned}" if t.epochs_planned else ""

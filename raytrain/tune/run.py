@@ -557,8 +557,13 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     """``raytrain tune SPACE.yaml [key=value ...]``: start (or connect to) Ray with the dashboard, then tune."""
     if len(positional) > 1:
         raise ConfigError("usage: raytrain tune SPACE.yaml [key=value ...] (one search-space file)")
-    result = tune(positional[0] if positional else default_space(), start_ray=True, **args)
-    _print_summary(result)
+    space = positional[0] if positional else default_space()
+    result = tune(space, start_ray=True, **args)
+    unfinished = _print_summary(result)
+    if unfinished:  # interrupted (Ctrl-C): Tune saved its state
+        print(f"{unfinished} trial(s) unfinished. Continue with: raytrain tune {space} "
+              f"name={result.experiment_dir.name} project={result.experiment_dir.parent} resume=True")
+        return 130
     return 0
 
 
@@ -571,14 +576,17 @@ def default_space() -> Path:
     return path
 
 
-def _print_summary(result: TuneResult) -> None:
+def _print_summary(result: TuneResult) -> int:
+    """Print the ranked trials and where the outputs are; returns how many trials did not finish."""
     from raytrain.tune.results import BEST_YAML, TRIALS_CSV, format_table, load_experiment
 
-    print(format_table(load_experiment(result.experiment_dir)))
+    exp = load_experiment(result.experiment_dir)
+    print(format_table(exp))
     if result.best_metric is not None:
         print(f"\nBest {result.metric}: {result.best_metric:.6g}. Config: {result.experiment_dir / BEST_YAML} "
               f"(raytrain fit cfg={result.experiment_dir / BEST_YAML})")
     print(f"Results: {result.experiment_dir / TRIALS_CSV}; 'raytrain results {result.experiment_dir}' redraws them.")
+    return sum(t.end in ("running", "pending") for t in exp.trials)
 
 
 __all__ = ["TuneResult", "concurrency_cap", "main", "run_trial", "tune"]

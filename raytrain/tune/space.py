@@ -459,6 +459,11 @@ def _check_metric(spec: TuneSpec) -> None:
                           f"{', '.join(METRICS)}.")
     if spec.metric.endswith("_loss") and spec.mode == "max":
         raise ConfigError(f"{spec.source}: mode: metric={spec.metric} is a loss; use mode: min.")
+    gains = [k for k in ("box", "cls", "dfl") if k in spec.space]
+    if spec.metric.endswith("_loss") and gains:
+        LOGGER.warning("%s: metric=%s with the loss gain(s) %s searched: reported losses include the gains, so the "
+                       "search will favour small gains rather than better models.", spec.source, spec.metric,
+                       ", ".join(gains))
     if not spec.metric.endswith("_loss") and spec.mode == "min":
         LOGGER.warning("%s: mode=min with metric=%s: the search will prefer lower %s.", spec.source, spec.metric,
                        spec.metric)
