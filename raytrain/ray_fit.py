@@ -130,6 +130,7 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
 
     from raytrain.data import resolve_data
     from raytrain.engine.callbacks import check_callbacks
+    from raytrain.run_sync import RunFolderMirror, current_node_id
     from raytrain.tracking import resolve_wandb_mode
 
     if not Path(storage_path).is_absolute() and "://" not in storage_path:
@@ -155,6 +156,9 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
                   "name": tracking.get("name") or save_dir.name,
                   "run_id": tracking.get("id") or wandb_run_id(save_dir, run_name)},
         "interactive": sys.stderr.isatty(),
+        # Ray places the Train controller on this (the caller's) node; a rank 0 elsewhere stages its run files
+        # in the checkpoint for RunFolderMirror to copy here (see raytrain.run_sync).
+        "driver_node": current_node_id(),
     }
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if plan.accelerator == "cuda" else {})}
     run_config = ray.train.RunConfig(
@@ -163,7 +167,7 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="fitness",
                                                      checkpoint_score_order="max"),
-        callbacks=list(ray_callbacks) or None,
+        callbacks=[RunFolderMirror(save_dir), *ray_callbacks],
         # W&B mode only; never the API key: each node brings its own credentials (see raytrain.tracking).
         worker_runtime_env={"env_vars": {"WANDB_MODE": wandb_mode, "WANDB_SILENT": "true"}},
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # keep the epoch lines readable
@@ -328,10 +332,12 @@ def train_worker(config: dict[str, Any]) -> None:
 
     from raytrain.engine.optim import current_lrs
     from raytrain.engine.train import LOSS_NAMES, early_stop, train_one_epoch
+    from raytrain.run_sync import current_node_id
     from raytrain.tracking import WandbRun
 
     w, state = _setup_worker(config)
     cfg, nb = w.cfg, len(w.train_loader)
+    remote_rank0 = w.rank == 0 and config.get("driver_node", "") not in ("", current_node_id())
     if w.rank == 0:
         cfg.save(w.save_dir / "args.yaml")  # also for runs started by build_trainer alone (tune trials)
         w.wandb = WandbRun(**config["wandb"], save_dir=w.save_dir, config=cfg.to_dict())
@@ -385,7 +391,7 @@ def train_worker(config: dict[str, Any]) -> None:
         row["fitness"] = fit
         state.epoch = epoch
         if w.rank == 0:
-            _save_and_report(w, state, row, improved=improved, stop=stop, started=started)
+            _save_and_report(w, state, row, improved=improved, stop=stop, started=started, stage=remote_rank0)
         else:
             ray.train.report(row, checkpoint=None)
     w.emit("on_train_end", state, epoch=state.epoch, metrics=state.history[-1] if state.history else {})
@@ -421,8 +427,12 @@ def _validate(w: Worker) -> dict[str, float]:
 
 
 def _save_and_report(w: Worker, state: RunState, row: dict[str, float], *, improved: bool, stop: bool,
-                     started: float) -> None:
-    """Rank 0: write the run folder (csv, png, last/best), log, then report metrics with the full checkpoint."""
+                     started: float, stage: bool = False) -> None:
+    """Rank 0: write the run folder (csv, png, last/best), log, then report metrics with the full checkpoint.
+
+    With ``stage`` (rank 0 is not on the driver's node) the run files changed this epoch also go into the
+    checkpoint, for :class:`raytrain.run_sync.RunFolderMirror` to copy into the driver's run folder.
+    """
     import ray.train
     from ray.train import Checkpoint
 
@@ -450,6 +460,15 @@ def _save_and_report(w: Worker, state: RunState, row: dict[str, float], *, impro
     with tempfile.TemporaryDirectory(prefix="raytrain-ckpt-") as folder:
         save_checkpoint(Path(folder) / STATE_FILE, full)
         (Path(folder) / HISTORY_FILE).write_text(json.dumps(asdict(state)))
+        if stage:
+            from raytrain.run_sync import stage_run_files
+
+            weights = w.save_dir / "weights"
+            changed = [w.save_dir / "args.yaml", w.save_dir / "results.csv", w.save_dir / "results.png",
+                       weights / "last.pt", *([weights / "best.pt"] if improved else []),
+                       *([weights / f"epoch{epoch}.pt"] if cfg.save_period > 0 and epoch % cfg.save_period == 0
+                         else [])]
+            stage_run_files(w.save_dir, changed, Path(folder))
         ray.train.report({k: float(v) for k, v in row.items()}, checkpoint=Checkpoint.from_directory(folder))
     if stop:
         LOGGER.info("%d epochs completed in %.3f hours. Results saved to %s", epoch, state.train_time / 3600,
