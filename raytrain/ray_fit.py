@@ -314,7 +314,8 @@ def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _setup_logging(rank)
     device = _worker_device(config["accelerator"])
-    w = make_worker(cfg, config["data"], device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
+    spec = dataset_on_this_node(cfg.data, config["data"])
+    w = make_worker(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
                     callbacks=config["callbacks"], interactive=config["interactive"])
     state = _restore(w.model, w.ema, w.optimizer, w.scaler, cfg)
     if not cfg.time or not state.schedule_epochs:
@@ -322,6 +323,21 @@ def _setup_worker(config: dict[str, Any]) -> tuple[Worker, RunState]:
     if world > 1:
         w.model = ray.train.torch.prepare_model(w.model, move_to_device=device)
     return w, state
+
+
+def dataset_on_this_node(data: str, spec: Any) -> Any:
+    """The driver's resolved dataset, or, on a node where its files are missing, the dataset prepared here.
+
+    Built-in and ``download:`` datasets live on each node's disk: the first worker on a node that lacks them downloads
+    (or generates) them, under a file lock, so the other workers on that node wait and reuse the result.
+    """
+    splits = [*spec.train, *spec.val]
+    if all(Path(p).exists() for p in splits):
+        return spec
+    from raytrain.data import resolve_data
+
+    LOGGER.info("Dataset %s is not on this node yet: preparing it here.", data)
+    return resolve_data(data)
 
 
 def train_worker(config: dict[str, Any]) -> None:

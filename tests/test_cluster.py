@@ -140,3 +140,18 @@ def test_two_node_cluster_runs_tune_on_both_nodes(tmp_path):
     assert len(rows) == 3  # header + two trials
     assert (storage / "twonode").is_dir()  # Tune's experiment state and the Train checkpoints in shared storage
     assert list((storage / "twonode").rglob("checkpoint_*")), "no Train checkpoint reached the shared storage"
+
+
+def test_worker_prepares_a_dataset_missing_on_its_node(tmp_path, monkeypatch):
+    """A node without the driver's built-in dataset generates (or downloads) its own copy, under the file lock."""
+    import shutil
+
+    from raytrain.data import resolve_data
+    from raytrain.ray_fit import dataset_on_this_node
+
+    monkeypatch.setenv("RAYTRAIN_DATASETS", str(tmp_path / "driver"))
+    spec = resolve_data("shapes")
+    assert dataset_on_this_node("shapes", spec) is spec  # present: nothing to do
+    shutil.rmtree(tmp_path / "driver")  # another node: same paths, no files
+    local = dataset_on_this_node("shapes", spec)
+    assert local is not spec and all(p.exists() for p in [*local.train, *local.val])
