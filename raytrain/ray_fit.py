@@ -131,10 +131,12 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
     from raytrain.data import resolve_data
     from raytrain.engine.callbacks import check_callbacks
     from raytrain.run_sync import RunFolderMirror, current_node_id
+    from raytrain.storage import require_shared_storage
     from raytrain.tracking import resolve_wandb_mode
 
     if not Path(storage_path).is_absolute() and "://" not in storage_path:
         raise ConfigError(f"storage_path={storage_path!r} must be absolute (Ray workers run in their own folder).")
+    require_shared_storage(storage_path)  # a multi-machine cluster needs storage every node reaches
     plan = plan_devices(cfg.device, cfg.num_workers, available_gpus())
     if plan.note:
         LOGGER.warning(plan.note)
