@@ -377,6 +377,9 @@ def _plot_curves(exp: Experiment, plt: Any) -> Any:
         is_best = best is not None and t.trial_id == best.trial_id
         ax.plot([e for e, _ in values], [v for _, v in values], _STYLES.get(t.end, "-"), marker=".",
                 linewidth=2.5 if is_best else 1.2, label=f"{t.name} ({t.end}){' best' if is_best else ''}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel=exp.metric, title=f"{exp.path.name}: {exp.metric} per epoch "
            f"(dashed: ASHA-stopped, dash-dot: patience-stopped)")
     ax.grid(alpha=0.3)
