@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/tune_efficiency.json")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, as for raytrain tune")
     args = parser.parse_args()
+    if "=" in args.space:  # only overrides were given: argparse filled the optional space with the first one
+        args.overrides.insert(0, args.space)
+        args.space = parser.get_default("space")
 
     import ray
 
