@@ -3,7 +3,8 @@
 The three run the same work: YOLOv8n, ``imgsz`` 320, batch 16, on the CPU, over COCO128's 128 training images.
 Throughput is training images per second of the epoch loop (validation and start-up excluded): the median over the
 epochs after the first (which pays for allocator warm-up and loader start). Ray's start-up is reported separately.
-The Ray run uses one worker with all of this machine's CPUs, so it does exactly the work of the direct loop.
+The Ray run uses one worker with all of this machine's CPUs, so it does exactly the work of the direct loop, which
+runs before and after it: if those two disagree, the machine's load changed and the script says so.
 
     python bench/throughput.py [--data ../shared/datasets/coco128/data.yaml] [--epochs 3] [--workers 2]
 """
@@ -119,14 +120,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raytrain-bench-") as tmp:
         project = Path(tmp)
         print(f"YOLOv8n, imgsz {args.imgsz}, batch {args.batch}, CPU ({os.cpu_count()} cores), {args.data}")
-        plain = direct(args, project)
+        before = direct(args, project / "before")
         ray_rates, wall = through_ray(args, project)
+        after = direct(args, project / "after")  # the direct loop again: shows whether the machine's load changed
         ultra = None if args.skip_ultralytics else ultralytics(args, project)
-    overhead = 100 * (1 - steady(ray_rates) / steady(plain))
+    plain = before[1:] + after[1:] or before + after
+    overhead = 100 * (1 - steady(ray_rates) / statistics.median(plain))
+    drift = abs(steady(before) - steady(after)) / max(steady(before), steady(after))
     print()
-    print(f"direct loop (no Ray)   {steady(plain):7.1f} images/s")
+    print(f"direct loop (no Ray)   {statistics.median(plain):7.1f} images/s   (before {steady(before):.1f}, "
+          f"after {steady(after):.1f})")
     print(f"raytrain fit (Ray)     {steady(ray_rates):7.1f} images/s   overhead {overhead:+.1f} % "
           f"(target <= 5 %); whole fit() {wall:.0f} s incl. Ray start-up and validation")
+    if drift > 0.1:
+        print(f"WARNING: the direct loop ran {100 * drift:.0f} % faster or slower after the Ray run than before: "
+              f"the machine's load changed, so the overhead figure is not reliable. Run again on an idle machine.")
     if ultra is None:
         print("ultralytics            not importable (pip install ultralytics to compare)")
     else:
