@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -19,10 +20,12 @@ from raytrain.config import ConfigError, load_config
 from raytrain.tune.results import PLOTS, STATUS_FILE, load_experiment, read_result_json, read_status
 from raytrain.tune.run import (
     StatusFile,
+    TrialJob,
     classify_end,
     concurrency_cap,
     experiment_dir,
     make_patience_stopper,
+    make_status_callback,
     wandb_id,
 )
 from raytrain.tune.space import load_space
@@ -63,6 +66,24 @@ def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
     assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is True
     assert "b" not in read_status(tmp_path / STATUS_FILE)
     assert make_patience_stopper(load_space(space(tmp_path)), status) is None  # no patience: no stopper
+
+
+def test_time_budget_marks_the_trials_it_interrupted(tmp_path: Path):
+    spec = load_space(space(tmp_path, time_budget_s=10))
+    status = StatusFile(tmp_path / STATUS_FILE)
+    job = TrialJob(train={}, param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
+                   train_storage=str(tmp_path / "_train"), wandb_project="p", wandb_mode="disabled")
+    callback = make_status_callback(spec, status, job)
+    callback.setup()
+    status.update("a", end="running")
+    status.update("b", end="completed")
+    trials = [SimpleNamespace(trial_id=i, last_result={"epoch": 2}, config={}, local_path=None) for i in "ab"]
+    callback.on_experiment_end(trials)  # within the budget (e.g. Ctrl-C): unfinished trials stay resumable
+    assert read_status(tmp_path / STATUS_FILE)["a"]["end"] == "running"
+    callback.started -= 11  # the budget ran out
+    callback.on_experiment_end(trials)
+    ends = {k: (v["end"], v.get("epochs_run")) for k, v in read_status(tmp_path / STATUS_FILE).items()}
+    assert ends == {"a": ("time-budget", 2), "b": ("completed", None)}
 
 
 def test_end_labels_and_names(tmp_path: Path):

@@ -230,6 +230,17 @@ def make_status_callback(spec: TuneSpec, status: StatusFile, job: TrialJob) -> A
             if end != "completed":  # Tune killed its processes: the worker never finished its W&B run
                 finish_wandb_run(job, trial, end)
 
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            # The time budget ends the experiment without completing the trials it interrupts.
+            if budget is None or time.monotonic() - self.started < budget * 0.98:
+                return  # a Ctrl-C leaves unfinished trials "running": resume=True continues them
+            records = status.read()
+            for trial in trials:
+                if records.get(trial.trial_id, {}).get("end") == "running":
+                    status.update(trial.trial_id, end="time-budget",
+                                  epochs_run=int((trial.last_result or {}).get("epoch", 0)))
+                    finish_wandb_run(job, trial, "time-budget")
+
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             status.update(trial.trial_id, end="error", error=str(getattr(trial, "error_file", "") or ""))
             finish_wandb_run(job, trial, "error")
