@@ -51,9 +51,11 @@ class TrialRecord:
     save_dir: str | None = None  # the trial's fit run folder (weights/best.pt, results.csv)
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch results, ordered by epoch
     error: str | None = None
+    stopped_at_epoch: int | None = None  # the epoch at which ASHA or the patience rule decided to stop it
 
     @property
     def epochs_run(self) -> int:
+        """Epochs trained (Tune stops a trial asynchronously, so this can exceed ``stopped_at_epoch``)."""
         return int(self.history[-1]["epoch"]) if self.history else 0
 
     def values(self, metric: str) -> list[tuple[int, float]]:
@@ -158,7 +160,7 @@ def load_experiment(path: str | Path) -> Experiment:
         trials[trial_id] = TrialRecord(trial_id=trial_id, name=info.get("name", trial_id),
                                        params=dict(info.get("params", {})), end=info.get("end", "pending"),
                                        epochs_planned=info.get("epochs"), save_dir=info.get("save_dir"),
-                                       error=info.get("error"))
+                                       error=info.get("error"), stopped_at_epoch=info.get("stopped_at_epoch"))
     for params_file in sorted(path.glob("*/params.json")):
         folder = params_file.parent
         rows = read_result_json(folder / "result.json")
@@ -223,14 +225,15 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     """``trials.csv``: one row per trial, best first: parameters, final and best metric, epochs run, how it ended."""
     path = path or exp.path / TRIALS_CSV
     metric = exp.metric
-    header = ["rank", "trial", "end", "epochs_run", "epochs_planned", f"final {metric}", f"best {metric}", "best_epoch",
-              *exp.param_names, "trial_id", "save_dir"]
+    header = ["rank", "trial", "end", "stopped_at_epoch", "epochs_run", "epochs_planned", f"final {metric}",
+              f"best {metric}", "best_epoch", *exp.param_names, "trial_id", "save_dir"]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for rank, t in enumerate(exp.ranked(), 1):
             best, best_epoch = t.best(metric, exp.mode)
-            writer.writerow([rank, t.name, t.end, t.epochs_run, _blank(t.epochs_planned), _fmt(t.final(metric)),
+            writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), t.epochs_run, _blank(t.epochs_planned),
+                             _fmt(t.final(metric)),
                              _fmt(best), _blank(best_epoch), *(_blank(t.params.get(p)) for p in exp.param_names),
                              t.trial_id, _blank(t.save_dir)])
     return path
