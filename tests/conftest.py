@@ -38,7 +38,15 @@ def ray_local():
     """One local Ray instance (with the dashboard, which frees stopped trials' workers) for all Ray tests."""
     import ray
 
+    old_address = os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=True, log_to_driver=True, configure_logging=False)
+        # address="local": a new instance even if a `ray start` elsewhere on the machine left its address file.
+        ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=True, configure_logging=False)
+    # Train's placement-group cleaner finds "the" cluster through RAY_ADDRESS: pin it to ours (see raytrain.fit).
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
     ray.shutdown()
+    if old_address is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    else:
+        os.environ["RAY_ADDRESS"] = old_address

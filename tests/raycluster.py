@@ -36,7 +36,10 @@ class LocalCluster:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        # No RAY_ADDRESS inherited from another Ray in this process (e.g. the ray_local fixture): nodes and drivers
+        # started here must only ever see this cluster.
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
     def add_node(self, num_cpus: int, resources: dict[str, float], head: bool = False) -> None:
         ray_bin = str(Path(sys.executable).with_name("ray"))
