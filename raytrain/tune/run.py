@@ -513,7 +513,7 @@ def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
 
     exp_dir = experiment_dir(spec)
     storage_root = resolve_storage(spec.storage, spec.project)
-    if "://" not in storage_root and spec.storage is not None:
+    if "://" not in storage_root:  # the default (the project folder) too: it is machine-local
         from raytrain.storage import require_shared_storage
 
         require_shared_storage(storage_root)
