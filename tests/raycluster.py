@@ -36,6 +36,8 @@ class LocalCluster:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        current = Path("/tmp/ray/ray_current_cluster")
+        self.previous_current_cluster = current.read_text() if current.is_file() else None
         # No RAY_ADDRESS inherited from another Ray in this process (e.g. the ray_local fixture): nodes and drivers
         # started here must only ever see this cluster.
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -96,3 +98,10 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        # `ray start --head` records its address in /tmp/ray/ray_current_cluster; a stale one would lead later Ray
+        # clients on this machine to a dead cluster, so put back what was there before.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if self.previous_current_cluster is None:
+            current.unlink(missing_ok=True)
+        else:
+            current.write_text(self.previous_current_cluster)

@@ -104,13 +104,7 @@ def test_end_labels_and_names(tmp_path: Path):
 @pytest.fixture(scope="module")
 def ray_tune(request: pytest.FixtureRequest):
     """The shared local Ray, started the way ``raytrain tune`` starts it (dashboard pinned for the PG cleaner)."""
-    import ray
-
-    if not ray.is_initialized():
-        from raytrain.tune.run import init_ray
-
-        init_ray(None, num_cpus=4)
-    return request.getfixturevalue("ray_local")
+    return request.getfixturevalue("ray_local")  # started with tune's dashboard pin and fit's address pin
 
 
 def offline_wandb_runs(save_dir: Path) -> list[Path]:

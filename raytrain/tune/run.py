@@ -477,13 +477,17 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """
     import ray
 
+    from raytrain.fit import pin_ray_address
+
     if address in (None, "", "local"):
         port = free_port(8265)
         url = f"http://127.0.0.1:{port}"
         LOGGER.info("Starting a local Ray; dashboard at %s", url)
         # address="local": a new instance even when a stale `ray start` address file is lying around.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}}, configure_logging=False,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url},
+                              "worker_process_setup_hook": pin_ray_address},  # both lookups: see fit
+                 configure_logging=False,
                  log_to_driver=True)
     else:
         LOGGER.info("Connecting to the Ray cluster at %s.", address)
