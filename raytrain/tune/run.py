@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -269,6 +270,7 @@ def finish_wandb_run(job: TrialJob, trial: Any, end: str) -> None:
     rows = read_result_json(Path(trial.local_path) / "result.json") if trial.local_path else []
     if trial.last_result and not any(r.get("epoch") == trial.last_result.get("epoch") for r in rows):
         rows.append(trial.last_result)
+    before = set((save_dir / "wandb").glob("*run-*"))
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=job.wandb_project, entity=job.train.get("wandb_entity"), group=job.experiment,
@@ -283,6 +285,10 @@ def finish_wandb_run(job: TrialJob, trial: Any, end: str) -> None:
         run.finish()
     except Exception as e:  # W&B problems must never fail the experiment
         LOGGER.warning("W&B: could not finish the run of %s (%s): %s", name, end, e)
+        # A failed init leaves a run folder with no records: remove it so `wandb sync` sees only real runs.
+        for folder in set((save_dir / "wandb").glob("*run-*")) - before:
+            if folder.is_dir() and not any(f.stat().st_size for f in folder.glob("*.wandb")):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def classify_end(stopped_by: str | None, epochs_run: int, epochs_planned: int, over_budget: bool) -> str:
