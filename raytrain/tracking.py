@@ -79,6 +79,10 @@ class WandbRun:
             LOGGER.warning("wandb is not installed: 'pip install wandb' to log runs; continuing without W&B.")
             return
         os.environ.setdefault("WANDB_SILENT", "true")
+        # A Ray worker inherits the environment of the process that started Ray: if that process had used W&B,
+        # WANDB_SERVICE points at its W&B service, and this run would live (and, if the worker is killed, stay "in
+        # use") in another process's service. Each training process gets a service of its own.
+        os.environ.pop("WANDB_SERVICE", None)
         save_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=project, name=name, entity=entity, group=group, id=run_id, resume="allow",
                               dir=str(save_dir), config=config, mode=mode, reinit="finish_previous")
