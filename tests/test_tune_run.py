@@ -60,11 +60,25 @@ def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
     losses = {1: 3.0, 2: 2.0, 3: 2.5, 4: 2.1}  # best at epoch 2; epochs 3 and 4 do not improve (mode min)
     decisions = [stopper("a", {"epoch": e, "train/box_loss": v, "config": {}}) for e, v in losses.items()]
     assert decisions == [False, False, False, True]
-    assert read_status(tmp_path / STATUS_FILE)["a"] == {"stopped_by": "patience-stopped", "stopped_at_epoch": 4}
+    assert read_status(tmp_path / STATUS_FILE)["a"] == {"patience_best": 2.0, "patience_best_epoch": 2,
+                                                        "stopped_by": "patience-stopped", "stopped_at_epoch": 4}
     # The same rule firing at the trial's own last epoch is a normal completion, not an early stop.
     assert stopper("b", {"epoch": 1, "train/box_loss": 1.0, "config": {"epochs": 3}}) is False
     assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is True
-    assert "b" not in read_status(tmp_path / STATUS_FILE)
+    assert "stopped_by" not in read_status(tmp_path / STATUS_FILE)["b"]
+
+
+def test_patience_count_survives_a_resumed_experiment(tmp_path: Path):
+    """Tune restores the stopper as pickled at the start; the count goes on from the status file."""
+    status = StatusFile(tmp_path / STATUS_FILE)
+    spec = load_space(space(tmp_path, patience=3, train={**TRAIN, "epochs": 10}))
+    before = make_patience_stopper(spec, status)
+    assert [before("a", {"epoch": e, "train/box_loss": v, "config": {}}) for e, v in [(1, 2.0), (2, 2.5)]] == \
+        [False, False]
+    after = make_patience_stopper(spec, status)  # the driver was killed; `resume=True` builds a fresh one
+    assert after("a", {"epoch": 3, "train/box_loss": 2.4, "config": {}}) is False
+    assert after("a", {"epoch": 4, "train/box_loss": 2.2, "config": {}}) is True  # 3 epochs since epoch 1
+    assert read_status(tmp_path / STATUS_FILE)["a"]["stopped_at_epoch"] == 4
     assert make_patience_stopper(load_space(space(tmp_path)), status) is None  # no patience: no stopper
 
 

@@ -177,19 +177,22 @@ def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
     metric, mode, patience, base_epochs = spec.metric, spec.mode, spec.patience, spec.base_config.epochs
 
     class PatienceStopper(Stopper):
-        """Per trial: best metric and its epoch; stop when ``epoch - best_epoch >= patience``."""
+        """Per trial: best metric and its epoch; stop when ``epoch - best_epoch >= patience``.
 
-        def __init__(self) -> None:
-            self.best: dict[str, tuple[float, int]] = {}
+        The best value and epoch live in the status file, not in memory: a resumed experiment restores this object
+        as it was pickled at the start, and the count must go on from where the interrupted run left it.
+        """
 
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
             value, epoch = result.get(metric), int(result.get("epoch", 0))
             if value is None or not epoch:
                 return False
-            best = self.best.get(trial_id)
+            entry = status.read().get(trial_id, {})
+            best = (entry["patience_best"], entry["patience_best_epoch"]) if "patience_best_epoch" in entry else None
             better = best is None or (value > best[0] if mode == "max" else value < best[0])
             if better:
-                self.best[trial_id] = best = (float(value), epoch)
+                best = (float(value), epoch)
+                status.update(trial_id, patience_best=best[0], patience_best_epoch=epoch)
             stop = epoch - best[1] >= patience
             if stop and epoch < planned_epochs(result.get("config", {}), base_epochs):
                 status.mark_stopped(trial_id, "patience-stopped", epoch)
