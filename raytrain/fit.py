@@ -277,12 +277,14 @@ def run(plan: RunPlan, callbacks: dict[str, list[Callable]] | None = None) -> Fi
                             save_dir=plan.save_dir, callbacks=callbacks)
     try:
         result = trainer.fit()
-    except (KeyboardInterrupt, SystemExit) as e:
-        # Ray Train's own Ctrl-C handler aborts the run, then exits the process with SystemExit.
-        if isinstance(e, SystemExit) and e.code not in (0, None):
-            raise
-        LOGGER.warning("Training interrupted. Continue it with: raytrain fit resume=%s",
-                       plan.save_dir / "weights" / "last.pt")
+    except (KeyboardInterrupt, SystemExit):
+        # Ray Train's own Ctrl-C handler aborts the run, then exits with SystemExit: code 0 from the handler, or
+        # code 1 from Ray's core worker when the handler fires inside a blocking ray.get (the usual case).
+        last = plan.save_dir / "weights" / "last.pt"
+        if last.is_file():
+            LOGGER.warning("Training interrupted. Continue it with: raytrain fit resume=%s", last)
+        else:
+            LOGGER.warning("Training interrupted before its first epoch ended: there is no checkpoint to resume.")
         raise KeyboardInterrupt from None
     weights = plan.save_dir / "weights"
     return FitResult(dict(result.metrics or {}), weights / "best.pt", weights / "last.pt", plan.save_dir)

@@ -110,6 +110,28 @@ def test_fit_needs_ray_or_start_ray(no_ray, tmp_path):
         raytrain.fit(data="shapes", project=str(tmp_path), callbacks={"on_train_ends": record_start})
 
 
+@pytest.mark.parametrize("exit_exc", [KeyboardInterrupt(), SystemExit(0), SystemExit(1)])
+def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch, caplog, exit_exc):
+    """Ray Train's Ctrl-C handler ends fit() with SystemExit (1 when it fires inside ray.get): a clean interrupt."""
+    import raytrain.ray_fit
+    from raytrain.fit import run
+
+    class Interrupted:
+        def fit(self):
+            raise exit_exc
+
+    monkeypatch.setattr(raytrain.ray_fit, "build_trainer", lambda *a, **k: Interrupted())
+    plan = prepare_run(make_config({**TINY, "project": str(tmp_path), "batch": 4}), gpus_available=0)
+    with pytest.raises(KeyboardInterrupt):
+        run(plan)
+    assert "no checkpoint to resume" in caplog.text
+    (plan.save_dir / "weights").mkdir()
+    (plan.save_dir / "weights" / "last.pt").touch()
+    with pytest.raises(KeyboardInterrupt):
+        run(plan)
+    assert f"raytrain fit resume={plan.save_dir / 'weights' / 'last.pt'}" in caplog.text
+
+
 def test_run_folders_and_names(tmp_path):
     assert next_run_dir(tmp_path, "train") == tmp_path / "train"
     (tmp_path / "train").mkdir()
