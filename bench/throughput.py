@@ -114,7 +114,9 @@ def direct_beside_idle_ray(args: argparse.Namespace, project: Path) -> list[floa
     """
     import ray
 
-    ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=False)
+    from raytrain.local_ray import init_ray
+
+    init_ray("local")
     try:
         time.sleep(10)  # let Ray finish starting its processes
         return direct(args, project)

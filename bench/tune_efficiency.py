@@ -81,7 +81,7 @@ def main() -> None:
 
     from raytrain.cli import setup_logging
     from raytrain.config import parse_cli_args
-    from raytrain.tune.run import init_ray
+    from raytrain.local_ray import init_ray
     from raytrain.tune.space import load_space
 
     setup_logging()

@@ -236,9 +236,8 @@ def fit(cfg: Config | None = None, *, callbacks: dict[str, list[Callable]] | Non
 
 
 def _init_ray(cfg: Config, address: str | None) -> None:
-    """Start a local Ray (dashboard on: it frees stopped trials' resources) or connect to ``address``."""
-    import ray
-
+    """Start a local Ray (only the GPUs that ``device=`` names visible to it) or connect to ``address``."""
+    from raytrain.local_ray import init_ray
     from raytrain.ray_fit import parse_gpu_ids
 
     if address is None:
@@ -246,27 +245,7 @@ def _init_ray(cfg: Config, address: str | None) -> None:
         if ids and "CUDA_VISIBLE_DEVICES" not in os.environ:
             # Ray then schedules only the GPUs asked for; each worker gets one of them as cuda:0.
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
-        LOGGER.info("Starting a local Ray (dashboard at http://127.0.0.1:8265).")
-        # address="local": a new local instance even when a `ray start` cluster's address file is lying around.
-        # worker_niceness=0: Ray starts workers at nice 15 to protect its own daemons, but here the training worker
-        # is the work; at nice 15 it gets a fraction of the CPU of a busy machine (measured by bench/throughput.py).
-        ray.init(address="local", include_dashboard=True, configure_logging=False, log_to_driver=True,
-                 runtime_env={"worker_process_setup_hook": pin_ray_address}, _system_config={"worker_niceness": 0})
-    else:
-        LOGGER.info("Connecting to the Ray cluster at %s.", address)
-        ray.init(address=address, log_to_driver=True)
-
-
-def pin_ray_address() -> None:
-    """Ray worker setup hook: make Ray's own address lookups inside this cluster find this cluster.
-
-    Ray Train's placement-group cleaner asks the State API, which finds "the" cluster from ``RAY_ADDRESS``, else
-    from ``/tmp/ray/ray_current_cluster`` (left by any ``ray start``, even a dead one), else by scanning processes:
-    with other Ray instances on the machine it can pick the wrong one and stop freeing resources.
-    """
-    import ray
-
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    init_ray(address)
 
 
 def run(plan: RunPlan, callbacks: dict[str, list[Callable]] | None = None) -> FitResult:

@@ -38,19 +38,11 @@ def ray_local():
     """One local Ray instance (with the dashboard, which frees stopped trials' workers) for all Ray tests."""
     import ray
 
-    from raytrain.fit import pin_ray_address
-    from raytrain.tune.run import free_port
+    from raytrain.local_ray import init_ray
 
     old_address = os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        # Started as `raytrain fit` / `raytrain tune` start it: address="local" (a new instance even if a `ray start`
-        # left its address file), and Ray's own address lookups in workers pinned to this instance, so Train's
-        # placement-group cleaner frees stopped runs' workers here and not on some other Ray of the machine.
-        url = f"http://127.0.0.1:{free_port(8265)}"
-        ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_port=int(url.rsplit(":", 1)[1]),
-                 log_to_driver=True, configure_logging=False,
-                 runtime_env={"worker_process_setup_hook": pin_ray_address,
-                              "env_vars": {"RAY_API_SERVER_ADDRESS": url}})
+        init_ray("local", num_cpus=4)  # as `raytrain fit` / `raytrain tune` start it
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
     ray.shutdown()

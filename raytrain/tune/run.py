@@ -469,54 +469,13 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _tra
     if not start_ray:
         raise RuntimeError("raytrain.tune() needs Ray running: call ray.init(include_dashboard=True) first "
                            "(ray.init(address='auto') to join a cluster), or pass start_ray=True.")
+    from raytrain.local_ray import init_ray
+
     init_ray(spec.address or os.environ.get("RAY_ADDRESS"))
     try:
         return _run(spec, _trainer_factory)
     finally:
         ray.shutdown()
-
-
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Start a local Ray with the dashboard (it frees stopped trials' workers), or connect to ``address``.
-
-    The Train cleaner that frees a stopped trial's workers finds the dashboard through the State API, which gives
-    up when several Ray instances run on one machine (shared workstations, CI runners). Pinning the dashboard port
-    and handing its URL to every Ray process (``RAY_API_SERVER_ADDRESS`` in the job's runtime environment) keeps
-    the cleaner pointed at our instance.
-    """
-    import ray
-
-    from raytrain.fit import pin_ray_address
-
-    if address in (None, "", "local"):
-        port = free_port(8265)
-        url = f"http://127.0.0.1:{port}"
-        LOGGER.info("Starting a local Ray; dashboard at %s", url)
-        # address="local": a new instance even when a stale `ray start` address file is lying around.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url},
-                              "worker_process_setup_hook": pin_ray_address},  # both lookups: see fit
-                 configure_logging=False,
-                 log_to_driver=True)
-    else:
-        LOGGER.info("Connecting to the Ray cluster at %s.", address)
-        context = ray.init(address=address, log_to_driver=True)
-        if context.dashboard_url:
-            LOGGER.info("Ray dashboard: http://%s", context.dashboard_url.removeprefix("http://"))
-
-
-def free_port(preferred: int) -> int:
-    """``preferred`` when nothing listens on it, else a free port the OS picks."""
-    import socket
-
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise OSError("no free TCP port for the Ray dashboard")
 
 
 def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
