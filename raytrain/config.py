@@ -354,17 +354,27 @@ def _parse_for(key: str, value: Any) -> Any:
 
 def read_yaml_args(path: str | Path) -> dict[str, Any]:
     """Read a ``cfg=`` YAML file of arguments; a missing file or a non-mapping is a clear error."""
+    return read_yaml_mapping(path, label=f"cfg={Path(path).expanduser()}", expected="a mapping of argument: value")
+
+
+def read_yaml_mapping(path: str | Path, *, label: str, expected: str, kind: str = "file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is an empty one).
+
+    Raises:
+        ConfigError: ``"{label}: ..."`` for a missing file, invalid YAML, or anything but a mapping (``expected``
+            says what should be there).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"cfg={path}: file not found.")
+        raise ConfigError(f"{label}: {kind} not found.")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"cfg={path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{label}: not valid YAML: {e}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"cfg={path}: expected a mapping of argument: value, got {type(data).__name__}.")
+        raise ConfigError(f"{label}: expected {expected}, got {type(data).__name__}.")
     return data
 
 

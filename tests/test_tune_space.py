@@ -31,8 +31,12 @@ def error_of(tmp_path: Path, **sections) -> str:
 @pytest.mark.parametrize("file", ["detect.yaml", "quickstart.yaml"])
 def test_shipped_spaces_are_valid(file: str):
     spec = load_space(ROOT / "search_spaces" / file)
-    assert (spec.metric, spec.mode) == (("fitness", "max") if file == "detect.yaml" else ("val/box_loss", "min"))
-    assert "epochs" in spec.space and spec.max_epochs == spec.space["epochs"].largest()
+    assert (spec.metric, spec.mode) == ("fitness", "max")
+    if file == "detect.yaml":  # epochs searched: ASHA's max_t is the largest
+        assert "epochs" in spec.space and spec.max_epochs == spec.space["epochs"].largest()
+    else:  # fixed epochs; rungs at 3 and 9
+        assert "epochs" not in spec.space and spec.max_epochs == spec.base_config.epochs == 9
+        assert (spec.grace_period, spec.reduction_factor) == (3, 3)
     assert spec.points_to_evaluate, "both start from a known-good config"
     spec.trial_config(spec.points_to_evaluate[0])  # the start point is a valid training config
 

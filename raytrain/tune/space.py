@@ -21,9 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from raytrain.config import _HINTS, FIELDS, WANDB_MODES, Config, ConfigError, make_config, unknown_key_error
+from raytrain.config import (
+    _HINTS,
+    FIELDS,
+    WANDB_MODES,
+    Config,
+    ConfigError,
+    make_config,
+    read_yaml_mapping,
+    unknown_key_error,
+)
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -195,7 +202,9 @@ def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
     if isinstance(source, Mapping):
         where, raw = "<dict>", dict(source)
     else:
-        where, raw = str(source), _read_yaml(Path(source))
+        where = str(Path(source).expanduser())
+        raw = read_yaml_mapping(source, label=where, kind="search-space file",
+                                expected="a mapping with 'train:' and 'space:'")
     raw = _apply_overrides(raw, dict(overrides or {}), where)
     for key in raw:
         if key in (*SETTINGS, *SECTIONS):
@@ -220,17 +229,6 @@ def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
     return spec
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    path = path.expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: search-space file not found.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'train:' and 'space:', got {type(data).__name__}.")
-    return data
 
 
 def _at(where: str, key_path: str, error: Exception) -> ConfigError:
