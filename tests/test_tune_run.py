@@ -21,6 +21,7 @@ from raytrain.tune.results import PLOTS, STATUS_FILE, load_experiment, read_resu
 from raytrain.tune.run import (
     StatusFile,
     TrialJob,
+    _join,
     classify_end,
     concurrency_cap,
     experiment_dir,
@@ -52,6 +53,13 @@ def test_concurrency_cap_counts_train_workers(tmp_path: Path):
     assert concurrency_cap(load_space(space(tmp_path, max_concurrent_trials=2)), {"CPU": 16}) == 2
     with pytest.raises(ConfigError, match="one trial needs 4 CPU"):
         concurrency_cap(cpu, {"CPU": 2})
+
+
+def test_storage_joins_keep_a_uri_query_at_the_end(tmp_path: Path):
+    assert _join(str(tmp_path), "exp", "_train") == str(tmp_path / "exp" / "_train")
+    assert _join("s3://bucket/runs/", "exp", "_train") == "s3://bucket/runs/exp/_train"
+    minio = "s3://bucket/runs?endpoint_override=localhost:9000&scheme=http"  # a self-hosted S3 (MinIO)
+    assert _join(minio, "exp") == "s3://bucket/runs/exp?endpoint_override=localhost:9000&scheme=http"
 
 
 def test_patience_stopper_labels_only_early_stops(tmp_path: Path):

@@ -406,7 +406,11 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, trainer_factory:
 
 
 def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts]) if "://" in root else str(Path(root, *parts))
+    """``root/part/...`` for a path or a URI; a URI's query (``s3://b/p?endpoint_override=...``) stays at the end."""
+    if "://" not in root:
+        return str(Path(root, *parts))
+    base, sep, query = root.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
 def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int,
