@@ -11,6 +11,8 @@ ASHA spending at most 35 % of the epochs with a best metric within 2 % of the no
     python bench/tune_efficiency.py search_spaces/detect.yaml --samples 32 address=auto data=coco.yaml
 
 Extra ``key=value`` arguments are overrides, as for ``raytrain tune``. Results: ``runs/bench/tune_efficiency.json``.
+``--baseline OLD.json`` reuses the no-stopping run of an earlier report (after checking that its trials ran exactly
+these configs), to measure a change to the early stopping without paying for the long run again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def run_one(space: str, label: str, configs: list[dict[str, Any]], overrides: di
             "best": result.best_metric, "metric": result.metric, "mode": result.mode, "ends": ends}
 
 
+def reuse_baseline(path: Path, configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The no-stopping figures of an earlier report, if its experiment ran exactly ``configs``."""
+    from raytrain.tune.results import load_experiment
+
+    full = json.loads(path.read_text())["no_stopping"]
+    ran = load_experiment(full["experiment"])
+
+    def canon(params: dict[str, Any]) -> str:
+        return json.dumps({k: round(v, 9) if isinstance(v, float) else v for k, v in sorted(params.items())})
+
+    if sorted(canon(t.params) for t in ran.trials) != sorted(canon(c) for c in configs):
+        raise SystemExit(f"--baseline {path}: its trials ran other configs (another space, seed or --samples).")
+    return full
+
+
 def compare(asha: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
     """Ratios ASHA / no stopping, and whether the targets are met."""
     epochs = asha["epochs"] / full["epochs"] if full["epochs"] else float("nan")
@@ -71,6 +88,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8, help="random configs after the start points")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench/tune_efficiency.json")
+    parser.add_argument("--baseline", type=Path, help="reuse the no-stopping run of this earlier report")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, as for raytrain tune")
     args = parser.parse_args()
     if "=" in args.space:  # only overrides were given: argparse filled the optional space with the first one
@@ -93,7 +111,8 @@ def main() -> None:
     configs = sample_configs(spec, args.samples, args.seed)
     init_ray(spec.address)
     try:
-        full = run_one(args.space, "full", configs, {**overrides, "scheduler": "none"})
+        full = reuse_baseline(args.baseline, configs) if args.baseline else \
+            run_one(args.space, "full", configs, {**overrides, "scheduler": "none"})
         asha = run_one(args.space, "asha", configs, {**overrides, "scheduler": "asha"})
     finally:
         ray.shutdown()

@@ -22,10 +22,12 @@ from raytrain.tune.run import (
     StatusFile,
     TrialJob,
     _join,
+    break_ties,
     classify_end,
     concurrency_cap,
     experiment_dir,
     make_patience_stopper,
+    make_scheduler,
     make_status_callback,
     wandb_id,
 )
@@ -60,6 +62,35 @@ def test_storage_joins_keep_a_uri_query_at_the_end(tmp_path: Path):
     assert _join("s3://bucket/runs/", "exp", "_train") == "s3://bucket/runs/exp/_train"
     minio = "s3://bucket/runs?endpoint_override=localhost:9000&scheme=http"  # a self-hosted S3 (MinIO)
     assert _join(minio, "exp") == "s3://bucket/runs/exp?endpoint_override=localhost:9000&scheme=http"
+
+
+def test_asha_ranks_tied_early_metrics_by_validation_loss(tmp_path: Path):
+    """At epoch 1 every trial's mAP is 0: without a tie-break ASHA's cutoff is 0 and nothing is ever cut."""
+    from ray.tune.schedulers import TrialScheduler
+
+    def result(fitness, loss, epoch=1):
+        return {"epoch": epoch, "fitness": fitness, "val/box_loss": loss, "val/cls_loss": 1.0, "val/dfl_loss": 1.0}
+
+    assert break_ties(result(0.0, 2.0), "fitness", "max")["fitness"] < break_ties(result(0.0, 1.0), "fitness", "max")[
+        "fitness"] < 0.0 + 1e-12
+    assert break_ties(result(0.25, 2.0), "fitness", "max")["fitness"] == pytest.approx(0.25, abs=1e-7)
+    loss_metric = result(0.0, 2.0)
+    assert break_ties(loss_metric, "val/box_loss", "min") is loss_metric  # a loss objective is left alone
+    assert break_ties({"epoch": 1, "fitness": 0.0}, "fitness", "max") == {"epoch": 1, "fitness": 0.0}  # val=False
+
+    status = StatusFile(tmp_path / STATUS_FILE)
+    spec = load_space(space(tmp_path, metric="fitness", mode="max", grace_period=1, reduction_factor=2,
+                            train={**TRAIN, "epochs": 4}))
+    asha = make_scheduler(spec, status)
+    asha.set_search_properties("fitness", "max")  # as TuneConfig(metric=, mode=) does
+    trials = [SimpleNamespace(trial_id=t, config={}) for t in "abcd"]
+    for trial in trials:
+        asha.on_trial_add(None, trial)
+    decisions = {t.trial_id: asha.on_trial_result(None, t, result(0.0, loss))
+                 for t, loss in zip(trials, [3.0, 1.0, 2.0, 4.0], strict=True)}
+    # a is alone at the rung when it reports (ASHA lets the first through); d is worst of four: cut
+    assert decisions["a"] == TrialScheduler.CONTINUE and decisions["d"] == TrialScheduler.STOP
+    assert read_status(tmp_path / STATUS_FILE)["d"] == {"stopped_by": "asha-stopped", "stopped_at_epoch": 1}
 
 
 def test_patience_stopper_labels_only_early_stops(tmp_path: Path):

@@ -154,18 +154,42 @@ def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
         return FIFOScheduler()
     base_epochs = spec.base_config.epochs
 
+    metric, mode = spec.metric, spec.mode
+
     class EpochASHA(ASHAScheduler):
-        """ASHA that writes ``asha-stopped`` for trials it stops before their own last epoch."""
+        """ASHA that ranks ties by validation loss and writes ``asha-stopped`` for the trials it cuts short."""
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-            decision = super().on_trial_result(tune_controller, trial, result)
+            decision = super().on_trial_result(tune_controller, trial, break_ties(result, metric, mode))
             epoch = int(result.get("epoch", 0))
             if decision == TrialScheduler.STOP and epoch < planned_epochs(trial.config, base_epochs):
                 status.mark_stopped(trial.trial_id, "asha-stopped", epoch)
             return decision
 
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+            super().on_trial_complete(tune_controller, trial, break_ties(result, metric, mode))
+
     return EpochASHA(time_attr="epoch", max_t=spec.max_epochs, grace_period=spec.grace_period,
                      reduction_factor=spec.reduction_factor)
+
+
+VAL_LOSSES = ("val/box_loss", "val/cls_loss", "val/dfl_loss")
+TIE_BREAK = 1e-9  # per unit of validation loss: far below any real difference in mAP over a validation set
+
+
+def break_ties(result: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
+    """``result`` with the metric nudged by the validation loss, for ASHA's ranking only.
+
+    In a trial's first epochs mAP and fitness are exactly 0 for most trials. ASHA stops a trial only when it is
+    strictly below the rung's cutoff, so when the cutoff is 0 every tied trial goes on and the early rungs cut
+    nothing (measured by ``bench/tune_efficiency.py``). Among equal metrics, the lower validation loss ranks higher.
+    Loss metrics and results without validation losses are left as they are.
+    """
+    value, losses = result.get(metric), [result.get(k) for k in VAL_LOSSES]
+    if value is None or metric in VAL_LOSSES or metric.startswith("train/") or None in losses:
+        return result
+    nudge = TIE_BREAK * float(sum(losses))
+    return {**result, metric: float(value) - nudge if mode == "max" else float(value) + nudge}
 
 
 def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
