@@ -60,13 +60,10 @@ def record_train_time(state) -> None:
         f.write(json.dumps({"epoch": state.epoch, "seconds": state.metrics["time/train"]}) + "\n")
 
 
-def through_ray(args: argparse.Namespace, project: Path) -> tuple[list[float], float]:
+def through_ray(args: argparse.Namespace, project: Path, images: int) -> tuple[list[float], float]:
     """Images/s of each epoch of ``raytrain.fit`` on one Ray Train worker, and the wall time of the whole fit."""
-
     import raytrain
-    from raytrain.data import resolve_data, scan_split
 
-    images = len(scan_split(resolve_data(str(args.data)), "train").records)
     start = time.perf_counter()
     # start_ray: the local Ray exactly as `raytrain fit` starts it (and stops it afterwards)
     result = raytrain.fit(_config(args, project), name="ray", start_ray=True,
@@ -79,7 +76,7 @@ def through_ray(args: argparse.Namespace, project: Path) -> tuple[list[float], f
     return rates, wall
 
 
-def ultralytics(args: argparse.Namespace, project: Path) -> list[float] | None:
+def ultralytics(args: argparse.Namespace, project: Path, images: int) -> list[float] | None:
     """Images/s per epoch of Ultralytics' own trainer, or None when ultralytics is not importable."""
     try:
         from ultralytics import YOLO
@@ -99,9 +96,6 @@ def ultralytics(args: argparse.Namespace, project: Path) -> list[float] | None:
     model.train(data=str(data_file), imgsz=args.imgsz, batch=args.batch, epochs=args.epochs, device="cpu",
                 workers=args.workers, val=False, plots=False, project=str(project), name="ultralytics",
                 close_mosaic=0, amp=False, verbose=False)
-    from raytrain.data import resolve_data, scan_split
-
-    images = len(scan_split(resolve_data(str(args.data)), "train").records)
     seconds = [b - a for a, b in zip(marks[::2], marks[1::2], strict=False)]
     return [images / s for s in seconds]
 
@@ -141,18 +135,21 @@ def main() -> None:
     if not args.data.is_file():
         raise SystemExit(f"{args.data} not found: pass --data path/to/coco128/data.yaml")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    from raytrain.data import resolve_data, scan_split
+
     with tempfile.TemporaryDirectory(prefix="raytrain-bench-") as tmp:
         project = Path(tmp)
         print(f"YOLOv8n, imgsz {args.imgsz}, batch {args.batch}, CPU ({os.cpu_count()} cores), {args.data}")
         before = direct(args, project / "before")
-        ray_rates, wall = through_ray(args, project)
+        images = len(scan_split(resolve_data(str(args.data)), "train").records)  # what one epoch trains on
+        ray_rates, wall = through_ray(args, project, images)
         after = direct(args, project / "after")  # the direct loop again: shows whether the machine's load changed
         print("the direct loop beside an idle local Ray:", flush=True)
         beside = direct_beside_idle_ray(args, project / "beside")
         ultra = None
         if not args.skip_ultralytics:
             try:
-                ultra = ultralytics(args, project)
+                ultra = ultralytics(args, project, images)
             except Exception as e:  # an optional comparison: report it and keep the figures above
                 print(f"ultralytics failed: {type(e).__name__}: {e}")
     plain = before[1:] + after[1:] or before + after

@@ -11,18 +11,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from raytrain import local_ray
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Any free TCP port (the OS picks)."""
+    return local_ray.free_port(0)
 
 
 class LocalCluster:
