@@ -11,8 +11,9 @@ ASHA spending at most 35 % of the epochs with a best metric within 2 % of the no
     python bench/tune_efficiency.py search_spaces/detect.yaml --samples 32 address=auto data=coco.yaml
 
 Extra ``key=value`` arguments are overrides, as for ``raytrain tune``. Results: ``runs/bench/tune_efficiency.json``.
-``--baseline OLD.json`` reuses the no-stopping run of an earlier report (after checking that its trials ran exactly
-these configs), to measure a change to the early stopping without paying for the long run again.
+``--baseline OLD.json`` reuses the no-stopping run of an earlier report (after checking that its trials ran only
+configs of this comparison), to measure a change to the early stopping without paying for the long run again; with a
+larger ``--samples`` (same seed) only the configs it lacks run without stopping, and the two are reported as one.
 """
 
 from __future__ import annotations
@@ -53,19 +54,34 @@ def run_one(space: str, label: str, configs: list[dict[str, Any]], overrides: di
             "best": result.best_metric, "metric": result.metric, "mode": result.mode, "ends": ends}
 
 
-def reuse_baseline(path: Path, configs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The no-stopping figures of an earlier report, if its experiment ran exactly ``configs``."""
+def canon(params: dict[str, Any]) -> str:
+    """A config as comparable text (floats rounded: they went through JSON and Ray)."""
+    return json.dumps({k: round(v, 9) if isinstance(v, float) else v for k, v in sorted(params.items())})
+
+
+def reuse_baseline(path: Path, configs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The no-stopping figures of an earlier report, and the configs it did not run (to run now).
+
+    A larger ``--samples`` with the same seed draws the earlier configs first, so a baseline can be extended.
+    """
     from raytrain.tune.results import load_experiment
 
     full = json.loads(path.read_text())["no_stopping"]
-    ran = load_experiment(full["experiment"])
+    ran = [canon(t.params) for e in full["experiment"].split(",") for t in load_experiment(e).trials]
+    wanted = [canon(c) for c in configs]
+    if not set(ran) <= set(wanted):
+        raise SystemExit(f"--baseline {path}: its trials ran configs that are not in this comparison (another "
+                         f"space, seed or override); run without --baseline.")
+    return full, [c for c, key in zip(configs, wanted, strict=True) if key not in ran]
 
-    def canon(params: dict[str, Any]) -> str:
-        return json.dumps({k: round(v, 9) if isinstance(v, float) else v for k, v in sorted(params.items())})
 
-    if sorted(canon(t.params) for t in ran.trials) != sorted(canon(c) for c in configs):
-        raise SystemExit(f"--baseline {path}: its trials ran other configs (another space, seed or --samples).")
-    return full
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two no-stopping experiments over disjoint configs, reported as one."""
+    best = [r["best"] for r in (a, b) if r["best"] is not None]
+    ends = {k: a["ends"].get(k, 0) + b["ends"].get(k, 0) for k in {*a["ends"], *b["ends"]}}
+    return {**a, "experiment": f"{a['experiment']},{b['experiment']}", "trials": a["trials"] + b["trials"],
+            "epochs": a["epochs"] + b["epochs"], "wall_s": round(a["wall_s"] + b["wall_s"], 1),
+            "best": (max if a["mode"] == "max" else min)(best) if best else None, "ends": ends}
 
 
 def compare(asha: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +127,14 @@ def main() -> None:
     configs = sample_configs(spec, args.samples, args.seed)
     init_ray(spec.address)
     try:
-        full = reuse_baseline(args.baseline, configs) if args.baseline else \
-            run_one(args.space, "full", configs, {**overrides, "scheduler": "none"})
+        if args.baseline:
+            full, missing = reuse_baseline(args.baseline, configs)
+            if missing:
+                print(f"The baseline ran {len(configs) - len(missing)} of the {len(configs)} configs: running the "
+                      f"other {len(missing)} without early stopping.", flush=True)
+                full = merge(full, run_one(args.space, "full", missing, {**overrides, "scheduler": "none"}))
+        else:
+            full = run_one(args.space, "full", configs, {**overrides, "scheduler": "none"})
         asha = run_one(args.space, "asha", configs, {**overrides, "scheduler": "asha"})
     finally:
         ray.shutdown()
