@@ -18,7 +18,6 @@ import argparse
 import heapq
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 
 def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], str, str]:
