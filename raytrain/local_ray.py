@@ -27,6 +27,8 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
       otherwise follows ``/tmp/ray/ray_current_cluster`` to whatever Ray ran last on the machine.
     - ``worker_niceness=0``: Ray starts workers at nice 15 to protect its daemons, but here the training worker is
       the work; at nice 15 it gets a fraction of a busy machine's CPU (measured by ``bench/throughput.py``).
+    - No preemption watcher: it watches for cloud nodes being drained, which a machine's own Ray has none of, and
+      like every Ray worker process it costs CPU while training runs (``bench/ray_idle_cpu.py``).
     """
     import ray
 
@@ -35,7 +37,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
         url = f"http://127.0.0.1:{port}"
         LOGGER.info("Starting a local Ray (dashboard at %s).", url)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url},
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"},
                               "worker_process_setup_hook": setup_worker},
                  configure_logging=False, log_to_driver=True, _system_config={"worker_niceness": 0})
     else:

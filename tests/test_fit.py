@@ -195,6 +195,10 @@ def test_two_workers_report_every_epoch_and_write_run_folder(ray_local, by_value
     run_name = json.loads((save_dir / RUN_FILE).read_text())["ray_run_name"]
     kept = [p for p in (tmp_path / ".ray" / run_name).glob("checkpoint_*") if p.is_dir()]
     assert 1 <= len(kept) <= 2  # num_to_keep=2: the last and the best
+    from ray.util.state import list_actors
+
+    started = {a.class_name for a in list_actors(limit=1000, raise_on_missing_output=False)}
+    assert "PlacementGroupCleaner" in started and "PreemptionWatcher" not in started  # no drained nodes here
 
 
 @pytest.mark.ray
