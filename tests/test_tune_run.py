@@ -27,6 +27,7 @@ from raytrain.tune.run import (
     concurrency_cap,
     experiment_dir,
     make_patience_stopper,
+    make_sampler,
     make_scheduler,
     make_status_callback,
     wandb_id,
@@ -55,6 +56,24 @@ def test_concurrency_cap_counts_train_workers(tmp_path: Path):
     assert concurrency_cap(load_space(space(tmp_path, max_concurrent_trials=2)), {"CPU": 16}) == 2
     with pytest.raises(ConfigError, match="one trial needs 4 CPU"):
         concurrency_cap(cpu, {"CPU": 2})
+
+
+def test_tpe_samples_at_random_for_n_startup_trials_then_models(tmp_path: Path):
+    import optuna
+
+    def suggestions(sampler, n: int) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        out = []
+        for i in range(n):
+            trial = study.ask()
+            out.append(trial.suggest_float("x", 0.0, 1.0))
+            study.tell(trial, (out[-1] - 0.3) ** 2 + 0.01 * i)
+        return out
+
+    spec = load_space(space(tmp_path, n_startup_trials=3, search_seed=5))
+    tpe, random = suggestions(make_sampler(spec), 6), suggestions(optuna.samplers.RandomSampler(seed=5), 6)
+    assert tpe[:3] == random[:3] and tpe[3:] != random[3:]  # random start-up, then the model
+    assert isinstance(make_sampler(load_space(space(tmp_path, sampler="random"))), optuna.samplers.RandomSampler)
 
 
 def test_storage_joins_keep_a_uri_query_at_the_end(tmp_path: Path):

@@ -45,6 +45,7 @@ def test_defaults_resources_and_max_t(tmp_path: Path):
     spec = load_space(write_space(tmp_path, resources={"workers": 2, "gpu": True, "cpus_per_worker": 4}))
     assert (spec.num_samples, spec.scheduler, spec.grace_period, spec.reduction_factor) == (10, "asha", 1, 3.0)
     assert (spec.patience, spec.time_budget_s, spec.max_concurrent_trials) == (None, None, None)
+    assert (spec.sampler, spec.n_startup_trials) == ("tpe", 10)  # Optuna's default start-up
     assert spec.train["num_workers"] == 2 and spec.train["device"] == "" and spec.train["cpus_per_worker"] == 4
     assert spec.max_epochs == 5  # epochs fixed: ASHA's max_t is the fixed epochs
     spec = load_space(write_space(tmp_path, space={"epochs": {"type": "randint", "low": 3, "high": 9}}))
@@ -55,8 +56,8 @@ def test_overrides_settings_train_and_fixing_a_searched_key(tmp_path: Path):
     path = write_space(tmp_path, space={"lr0": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
                                         "lrf": {"type": "uniform", "low": 0.01, "high": 0.5}})
     spec = load_space(path, {"num_samples": "4", "name": "exp", "epochs": 3, "lr0": 0.02, "gpu": "false",
-                             "patience": 2, "search_seed": 7})
-    assert (spec.num_samples, spec.name, spec.patience, spec.search_seed) == (4, "exp", 2, 7)
+                             "patience": 2, "search_seed": 7, "n_startup_trials": "3"})
+    assert (spec.num_samples, spec.name, spec.patience, spec.search_seed, spec.n_startup_trials) == (4, "exp", 2, 7, 3)
     assert spec.train["epochs"] == 3 and spec.train["lr0"] == 0.02 and spec.train["device"] == "cpu"
     assert list(spec.space) == ["lrf"]  # lr0 given on the command line is fixed, no longer searched
     with pytest.raises(ConfigError, match="Did you mean num_samples"):
@@ -86,6 +87,8 @@ def test_overrides_settings_train_and_fixing_a_searched_key(tmp_path: Path):
     ({"mode": "maximise"}, "x.yaml: mode: 'maximise' is not allowed"),
     ({"num_samples": 0}, "x.yaml: num_samples: must be >= 1"),
     ({"reduction_factor": 1}, "x.yaml: reduction_factor: must be > 1"),
+    ({"n_startup_trials": 0}, "x.yaml: n_startup_trials: must be >= 1"),
+    ({"sampler": "random", "n_startup_trials": 3}, "x.yaml: n_startup_trials: only the tpe sampler has a random"),
     ({"grace_period": 9}, "x.yaml: grace_period: 9 is more than the largest epochs (5)"),
     ({"lr0": 0.1}, "x.yaml: lr0: a training argument at the top level; put it under 'train:'"),
     ({"num_sample": 3}, "x.yaml: num_sample: 'num_sample' is not a valid raytrain argument. Did you mean "

@@ -437,18 +437,24 @@ def _join(root: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
+def make_sampler(spec: TuneSpec) -> Any:
+    """Optuna's sampler for the space: TPE (random for its first ``n_startup_trials`` trials) or random, seeded."""
+    import optuna
+
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.search_seed, n_startup_trials=spec.n_startup_trials)
+    return optuna.samplers.RandomSampler(seed=spec.search_seed)
+
+
 def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int,
                 max_failures: int) -> Any:
     """The :class:`ray.tune.Tuner`: Optuna (define-by-run, seeded) behind a ConcurrencyLimiter, ASHA, stopper."""
-    import optuna
     import ray.tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     status = StatusFile(exp_dir / STATUS_FILE)
-    sampler = (optuna.samplers.TPESampler(seed=spec.search_seed) if spec.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=spec.search_seed))
-    searcher = OptunaSearch(space=spec.sample_space, metric=spec.metric, mode=spec.mode, sampler=sampler,
+    searcher = OptunaSearch(space=spec.sample_space, metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
                             points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None)
     tune_config = ray.tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,

@@ -45,8 +45,8 @@ METRICS = (
 # Settings accepted at the top level of a space file (and as key=value overrides), besides train/space/resources.
 SETTINGS = (
     "name", "project", "storage", "exist_ok", "resume", "address", "metric", "mode", "num_samples",
-    "max_concurrent_trials", "sampler", "search_seed", "points_to_evaluate", "scheduler", "grace_period",
-    "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode",
+    "max_concurrent_trials", "sampler", "search_seed", "n_startup_trials", "points_to_evaluate", "scheduler",
+    "grace_period", "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode",
 )
 SECTIONS = ("train", "space", "resources")
 RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker")
@@ -149,6 +149,7 @@ class TuneSpec:
     max_concurrent_trials: int | None = None  # None: as many as the cluster can hold
     sampler: str = "tpe"
     search_seed: int = 0
+    n_startup_trials: int = 10  # TPE samples at random until this many trials have finished (Optuna's default)
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
     scheduler: str = "asha"
     grace_period: int = 1
@@ -361,6 +362,7 @@ def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
     number("num_samples", int, 1)
     number("max_concurrent_trials", int, 1, allow_none=True)
     number("search_seed", int, 0)
+    number("n_startup_trials", int, 1)
     number("grace_period", int, 1)
     number("reduction_factor", float, 1, strict=True)
     number("patience", int, 1, allow_none=True)
@@ -411,6 +413,9 @@ def validate_spec(spec: TuneSpec) -> None:
     _check_batch_split(spec, base)
     _check_metric(spec)
     _check_points(spec)
+    if spec.sampler != "tpe" and spec.n_startup_trials != _DEFAULTS["n_startup_trials"]:
+        raise ConfigError(f"{where}: n_startup_trials: only the tpe sampler has a random start-up phase; "
+                          f"sampler: {spec.sampler} ignores it.")
     if spec.scheduler == "asha" and spec.grace_period > spec.max_epochs:
         raise ConfigError(f"{where}: grace_period: {spec.grace_period} is more than the largest epochs "
                           f"({spec.max_epochs}): ASHA would never compare trials.")
