@@ -96,19 +96,16 @@ def main() -> None:
 
     init_ray("local")
     try:
-        time.sleep(10)  # Ray's start-up work is over
-        idle_ray = sample(args.window)
-
         @ray.remote(num_cpus=0)
-        class Idle:
-            def pid(self) -> int:
-                return os.getpid()
+        class Idle:  # titled ray::Idle: one worker process that does nothing
+            def ready(self) -> None:
+                pass
 
         actor = Idle.remote()
-        pid = ray.get(actor.pid.remote())
-        one = cpu_ticks()[pid][0], time.monotonic()
-        time.sleep(args.window)
-        idle_actor = 100 * (cpu_ticks()[pid][0] - one[0]) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - one[1])
+        ray.get(actor.ready.remote())
+        time.sleep(10)  # Ray's start-up work is over
+        idle_ray = sample(args.window)
+        idle_actor = idle_ray.pop("ray::Idle", 0.0)
         ray.kill(actor)
 
         during: dict[str, float] = {}
