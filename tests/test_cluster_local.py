@@ -6,7 +6,8 @@ import logging
 import socket
 import sys
 
-from raytrain.local_ray import _drop_traceback, free_port
+from raytrain.cluster.compat import drop_timeout_traceback as _drop_traceback
+from raytrain.cluster.local import free_port
 
 
 def test_free_port_prefers_the_given_port_and_falls_back():

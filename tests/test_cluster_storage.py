@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from raytrain.config import ConfigError
-from raytrain.storage import filesystem_type, is_uri, require_shared_storage, resolve_storage
+from raytrain.cluster.storage import filesystem_type, is_uri, require_shared_storage, resolve_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 

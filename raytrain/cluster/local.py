@@ -6,16 +6,20 @@ Ray when there is one and start one only when asked to (``start_ray=True``, whic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator, Mapping, Sequence
+
+from raytrain.cluster import compat
 
 LOGGER = logging.getLogger("raytrain")
 
 DASHBOARD_PORT = 8265
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None, *, num_cpus: int | None = None, gpu_ids: Sequence[int] | None = None) -> None:
     """Start a local Ray with its dashboard, or connect to the cluster at ``address`` (``"local"`` = start one).
 
     Locally:
@@ -23,12 +27,17 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
     - The dashboard is on: Ray Train's placement-group cleaner needs it to free the workers of a run that Tune
       stopped early (ASHA, patience); without it the next trial waits forever for CPUs.
     - Ray's own address lookups inside workers are pinned to this instance (``RAY_ADDRESS`` through
-      :func:`setup_worker`, ``RAY_API_SERVER_ADDRESS`` for the dashboard, on a port found free): the cleaner
+      :func:`compat.setup_worker`, ``RAY_API_SERVER_ADDRESS`` for the dashboard, on a port found free): the cleaner
       otherwise follows ``/tmp/ray/ray_current_cluster`` to whatever Ray ran last on the machine.
     - ``worker_niceness=0``: Ray starts workers at nice 15 to protect its daemons, but here the training worker is
       the work; at nice 15 it gets a fraction of a busy machine's CPU (measured by ``bench/throughput.py``).
     - No preemption watcher: it watches for cloud nodes being drained, which a machine's own Ray has none of, and
       like every Ray worker process it costs CPU while training runs (``bench/ray_idle_cpu.py``).
+    - ``gpu_ids`` (``device=0,1``): the local Ray schedules only these GPUs. Ray reads ``CUDA_VISIBLE_DEVICES`` once,
+      when its node starts, so it is set for the start only and the caller's environment is restored afterwards
+      (an explicit ``CUDA_VISIBLE_DEVICES`` of the user's wins). Ignored when connecting to a cluster.
+
+    The workarounds themselves live in :mod:`raytrain.cluster.compat`.
     """
     import ray
 
@@ -36,10 +45,13 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
         port = free_port(DASHBOARD_PORT)
         url = f"http://127.0.0.1:{port}"
         LOGGER.info("Starting a local Ray (dashboard at %s).", url)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"},
-                              "worker_process_setup_hook": setup_worker},
-                 configure_logging=False, log_to_driver=True, _system_config={"worker_niceness": 0})
+        visible = {} if gpu_ids is None or "CUDA_VISIBLE_DEVICES" in os.environ else \
+            {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_ids))}
+        with scoped_environ(visible):
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                     runtime_env={"env_vars": compat.local_ray_env(url),
+                                  "worker_process_setup_hook": compat.setup_worker},
+                     configure_logging=False, log_to_driver=True, _system_config=dict(compat.LOCAL_SYSTEM_CONFIG))
     else:
         LOGGER.info("Connecting to the Ray cluster at %s.", address)
         context = ray.init(address=address, log_to_driver=True)
@@ -47,34 +59,19 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
             LOGGER.info("Ray dashboard: http://%s", context.dashboard_url.removeprefix("http://"))
 
 
-def setup_worker() -> None:
-    """Ray worker setup hook for a local Ray started here: :func:`pin_ray_address`, and a quieter Train controller."""
-    pin_ray_address()
-    logging.getLogger(_COORDINATOR_LOGGER).addFilter(_drop_traceback)
-
-
-# Ray Train's controller asks an autoscaling coordinator for resources, waits 5 s, and logs a timeout with a full
-# traceback (harmless, says the message itself); on a loaded laptop that is routine, and the traceback reads as a crash.
-_COORDINATOR_LOGGER = "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
-
-
-def _drop_traceback(record: logging.LogRecord) -> bool:
-    """Keep the coordinator's one-line warning, without the traceback of a routine timeout."""
-    if record.exc_info and type(record.exc_info[1]).__name__ == "GetTimeoutError":
-        record.exc_info = None
-    return True
-
-
-def pin_ray_address() -> None:
-    """Ray worker setup hook: make Ray's own address lookups inside this cluster find this cluster.
-
-    Ray Train's placement-group cleaner asks the State API, which finds "the" cluster from ``RAY_ADDRESS``, else
-    from ``/tmp/ray/ray_current_cluster`` (left by any ``ray start``, even a dead one), else by scanning processes:
-    with other Ray instances on the machine it can pick the wrong one and stop freeing resources.
-    """
-    import ray
-
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+@contextlib.contextmanager
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a ``with`` block, then restore the previous values."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def free_port(preferred: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raytrain.run_sync import STAGED_FOLDER, RunFolderMirror, stage_run_files
+from raytrain.cluster.sync import STAGED_FOLDER, RunFolderMirror, stage_run_files
 
 
 def test_staged_files_reach_the_driver_run_folder(tmp_path):
