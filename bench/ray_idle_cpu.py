@@ -92,7 +92,7 @@ def main() -> None:
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raytrain.local_ray import init_ray
+    from raytrain.cluster.local import init_ray
 
     init_ray("local")
     try:

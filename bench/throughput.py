@@ -108,7 +108,7 @@ def direct_beside_idle_ray(args: argparse.Namespace, project: Path) -> list[floa
     """
     import ray
 
-    from raytrain.local_ray import init_ray
+    from raytrain.cluster.local import init_ray
 
     init_ray("local")
     try:

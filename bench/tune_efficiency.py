@@ -115,7 +115,7 @@ def main() -> None:
 
     from raytrain.cli import setup_logging
     from raytrain.config import parse_cli_args
-    from raytrain.local_ray import init_ray
+    from raytrain.cluster.local import init_ray
     from raytrain.tune.space import load_space
 
     setup_logging()

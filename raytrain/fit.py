@@ -77,7 +77,7 @@ def resolve_config(cfg: Config, *, gpus_available: int | None = None) -> Config:
     """
     from raytrain.data import resolve_data, scan_split
     from raytrain.ray_fit import available_gpus, per_worker_batch, plan_devices
-    from raytrain.storage import resolve_storage
+    from raytrain.cluster.storage import resolve_storage
 
     project = Path(cfg.project).expanduser().resolve()
     changes: dict[str, Any] = {"project": str(project), "storage": resolve_storage(cfg.storage, project / ".ray")}
@@ -237,7 +237,7 @@ def fit(cfg: Config | None = None, *, callbacks: dict[str, list[Callable]] | Non
 
 def _init_ray(cfg: Config, address: str | None) -> None:
     """Start a local Ray (only the GPUs that ``device=`` names visible to it) or connect to ``address``."""
-    from raytrain.local_ray import init_ray
+    from raytrain.cluster.local import init_ray
     from raytrain.ray_fit import parse_gpu_ids
 
     if address is None:

@@ -130,8 +130,8 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
 
     from raytrain.data import resolve_data
     from raytrain.engine.callbacks import check_callbacks
-    from raytrain.run_sync import RunFolderMirror, current_node_id
-    from raytrain.storage import require_shared_storage
+    from raytrain.cluster.sync import RunFolderMirror, current_node_id
+    from raytrain.cluster.storage import require_shared_storage
     from raytrain.tracking import resolve_wandb_mode
 
     if not Path(storage_path).is_absolute() and "://" not in storage_path:
@@ -159,7 +159,7 @@ def build_trainer(cfg: Config, *, run_name: str, storage_path: str, save_dir: Pa
                   "run_id": tracking.get("id") or wandb_run_id(save_dir, run_name)},
         "interactive": sys.stderr.isatty(),
         # Ray places the Train controller on this (the caller's) node; a rank 0 elsewhere stages its run files
-        # in the checkpoint for RunFolderMirror to copy here (see raytrain.run_sync).
+        # in the checkpoint for RunFolderMirror to copy here (see raytrain.cluster.sync).
         "driver_node": current_node_id(),
     }
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if plan.accelerator == "cuda" else {})}
@@ -350,7 +350,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     from raytrain.engine.optim import current_lrs
     from raytrain.engine.train import LOSS_NAMES, early_stop, train_one_epoch
-    from raytrain.run_sync import current_node_id
+    from raytrain.cluster.sync import current_node_id
     from raytrain.tracking import WandbRun
 
     w, state = _setup_worker(config)
@@ -449,7 +449,7 @@ def _save_and_report(w: Worker, state: RunState, row: dict[str, float], *, impro
     """Rank 0: write the run folder (csv, png, last/best), log, then report metrics with the full checkpoint.
 
     With ``stage`` (rank 0 is not on the driver's node) the run files changed this epoch also go into the
-    checkpoint, for :class:`raytrain.run_sync.RunFolderMirror` to copy into the driver's run folder.
+    checkpoint, for :class:`raytrain.cluster.sync.RunFolderMirror` to copy into the driver's run folder.
     """
     import ray.train
     from ray.train import Checkpoint
@@ -479,7 +479,7 @@ def _save_and_report(w: Worker, state: RunState, row: dict[str, float], *, impro
         save_checkpoint(Path(folder) / STATE_FILE, full)
         (Path(folder) / HISTORY_FILE).write_text(json.dumps(asdict(state)))
         if stage:
-            from raytrain.run_sync import stage_run_files
+            from raytrain.cluster.sync import stage_run_files
 
             weights = w.save_dir / "weights"
             changed = [w.save_dir / "args.yaml", w.save_dir / "results.csv", w.save_dir / "results.png",

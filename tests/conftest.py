@@ -38,7 +38,7 @@ def ray_local():
     """One local Ray instance (with the dashboard, which frees stopped trials' workers) for all Ray tests."""
     import ray
 
-    from raytrain.local_ray import init_ray
+    from raytrain.cluster.local import init_ray
 
     old_address = os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from raytrain import local_ray
+from raytrain.cluster import local as local_ray
 
 
 def free_port() -> int:

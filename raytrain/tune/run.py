@@ -503,7 +503,7 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _tra
     if not start_ray:
         raise RuntimeError("raytrain.tune() needs Ray running: call ray.init(include_dashboard=True) first "
                            "(ray.init(address='auto') to join a cluster), or pass start_ray=True.")
-    from raytrain.local_ray import init_ray
+    from raytrain.cluster.local import init_ray
 
     init_ray(spec.address or os.environ.get("RAY_ADDRESS"))
     try:
@@ -515,12 +515,12 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _tra
 def _run(spec: TuneSpec, trainer_factory: str) -> TuneResult:
     import ray
 
-    from raytrain.storage import resolve_storage
+    from raytrain.cluster.storage import resolve_storage
 
     exp_dir = experiment_dir(spec)
     storage_root = resolve_storage(spec.storage, spec.project)
     if "://" not in storage_root:  # the default (the project folder) too: it is machine-local
-        from raytrain.storage import require_shared_storage
+        from raytrain.cluster.storage import require_shared_storage
 
         require_shared_storage(storage_root)
     cap = concurrency_cap(spec, ray.cluster_resources())
