@@ -14,6 +14,7 @@ import logging
 import math
 import types
 import typing
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ LOGGER = logging.getLogger("raytrain")
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
 CACHE_MODES = (False, "ram", "disk")
 WANDB_MODES = ("", "online", "offline", "disabled")
+LOGGERS = ("wandb", "tensorboard", "mlflow", "comet", "clearml")  # experiment trackers (raytrain.tracking)
 FITNESS_KEYS = ("mAP50-95", "mAP50", "precision", "recall")
 
 
@@ -111,10 +113,13 @@ class Config:
     storage: str | None = _arg(None, "Ray storage: shared path or s3:// / gs:// URI (default: project folder)", "ray")
     max_failures: int = _arg(3, "worker-group restarts from the last checkpoint before the run fails", "ray")
     address: str | None = _arg(None, "Ray cluster address (default: RAY_ADDRESS, else start Ray locally)", "ray")
-    # --- Weights & Biases ---
-    wandb_mode: str = _arg("", "online, offline or disabled ('' = online with credentials, else offline)", "wandb")
-    wandb_project: str | None = _arg(None, "W&B project (default: the project folder's name)", "wandb")
-    wandb_entity: str | None = _arg(None, "W&B entity (team or user)", "wandb")
+    # --- experiment trackers ---
+    loggers: list[str] = _arg(["wandb", "tensorboard"], "trackers: wandb, tensorboard, mlflow, comet, clearml, or none",
+                              "tracking")
+    wandb_mode: str = _arg("", "online, offline or disabled ('' = online with credentials, else offline)", "tracking")
+    wandb_project: str | None = _arg(None, "W&B project (default: the project folder's name)", "tracking")
+    wandb_entity: str | None = _arg(None, "W&B entity (team or user)", "tracking")
+    mlflow_uri: str | None = _arg(None, "MLflow tracking URI (default: local store <project>/mlflow.db)", "tracking")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -195,7 +200,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key}={value!r} is not a valid value: expected {_type_name(hint)}.")
     if origin is list:
         (item,) = typing.get_args(hint)
-        if isinstance(value, str) and "," in value:
+        if value is None or value == "":  # loggers=none
+            value = []
+        if isinstance(value, str):  # "a,b", or one item
             value = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} is not a valid value: expected a list.")
@@ -316,8 +323,24 @@ def validate(cfg: Config) -> None:
     _require(cfg.cpus_per_worker > 0, "cpus_per_worker", cfg.cpus_per_worker, "use a positive number of CPUs")
     _require(cfg.max_failures >= -1, "max_failures", cfg.max_failures, "use -1 (retry forever), 0 or more")
     _require(cfg.wandb_mode in WANDB_MODES, "wandb_mode", cfg.wandb_mode, "use online, offline or disabled")
+    cfg.loggers = _loggers(cfg.loggers)
+    # args.yaml and checkpoints keep the config: a password in the URI would be copied into them.
+    _require(not (cfg.mlflow_uri and urllib.parse.urlsplit(cfg.mlflow_uri).password), "mlflow_uri", "<hidden>",
+             "no password in the URI; MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN")
     for key in ("model", "data", "project", "name"):
         _require(bool(getattr(cfg, key)), key, getattr(cfg, key), "it must not be empty")
+
+
+def _loggers(names: list[str]) -> list[str]:
+    """Tracker names, lower case, each once; ``none`` (or an empty list) selects no tracker."""
+    names = [str(n).strip().lower() for n in names]
+    if names in (["none"], ["false"]):
+        return []
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"loggers={name!r} is not a logger: choose from {', '.join(LOGGERS)}, or none."
+                              f"{_suggest(name, LOGGERS)}")
+    return list(dict.fromkeys(names))
 
 
 def merge_args(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "") -> dict[str, Any]:
