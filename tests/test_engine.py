@@ -14,11 +14,11 @@ from raytrain.config import ConfigError
 from raytrain.engine import optim
 from raytrain.engine.autobatch import fit_batch_size
 from raytrain.engine.callbacks import EVENTS, TrainState, check_callbacks, run_callbacks
+from raytrain.engine.devices import parse_gpu_ids, per_worker_batch, plan_devices
 from raytrain.engine.ema import ModelEMA, ema_decay, ema_update_
+from raytrain.engine.loop import early_stop
 from raytrain.engine.results import COLUMNS, plot_results, read_results_csv, write_results_csv
-from raytrain.engine.train import early_stop, train_one_epoch
-from raytrain.ray_fit import parse_gpu_ids, per_worker_batch, plan_devices
-from raytrain.tracking import has_wandb_credentials, resolve_wandb_mode
+from raytrain.engine.train import train_one_epoch
 
 
 class Tiny(nn.Module):
@@ -244,21 +244,6 @@ def test_callbacks_checked_and_frozen():
     assert EVENTS[0] == "on_train_start" and EVENTS[-1] == "on_train_end"
 
 
-# ------------------------------------------------------------------------------------------------------------ W&B
-def test_wandb_mode(tmp_path):
-    no_netrc = tmp_path / "none"
-    assert not has_wandb_credentials({}, no_netrc)
-    assert resolve_wandb_mode("", {}, no_netrc) == "offline"
-    assert resolve_wandb_mode("online", {}, no_netrc) == "offline"  # never a login prompt
-    assert resolve_wandb_mode("", {"WANDB_API_KEY": "x" * 40}, no_netrc) == "online"
-    assert resolve_wandb_mode("", {"WANDB_MODE": "disabled", "WANDB_API_KEY": "k"}, no_netrc) == "disabled"
-    assert resolve_wandb_mode("offline", {"WANDB_API_KEY": "k"}, no_netrc) == "offline"
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc\n")
-    netrc.chmod(0o600)
-    assert has_wandb_credentials({}, netrc) and resolve_wandb_mode("", {}, netrc) == "online"
-
-
 # ------------------------------------------------------------------------------------------- AutoBatch, devices
 def test_fit_batch_size():
     sizes = [1, 2, 4, 8, 16]
@@ -290,31 +275,13 @@ def test_plan_devices_and_batch_split():
         per_worker_batch(16, 3)
 
 
-def test_wandb_offline_run_in_run_folder_without_key(tmp_path, monkeypatch):
-    from raytrain.tracking import WandbRun
-
-    key = "k3y" * 13 + "x"  # 40 characters, like a real API key
-    monkeypatch.setenv("WANDB_API_KEY", key)
-    run = WandbRun(mode="offline", project="detect", name="train", save_dir=tmp_path, config={"epochs": 3},
-                   group="exp", run_id="raytrain-test-1")
-    run.log({"metrics/mAP50(B)": 0.5}, step=1)
-    run.finish()
-    runs = list((tmp_path / "wandb").glob("offline-run-*-raytrain-test-1"))
-    assert len(runs) == 1
-    for path in (tmp_path / "wandb").rglob("*"):
-        if path.is_file():
-            assert key.encode() not in path.read_bytes(), f"API key written to {path}"
-    WandbRun(mode="disabled", project="p", name="n", save_dir=tmp_path / "off", config={}).log({"a": 1.0}, 1)
-    assert not (tmp_path / "off").exists()
-
-
 # ------------------------------------------------------------------------------- one rank's setup, without Ray
 def test_make_worker_trains_one_epoch_without_ray(tmp_path):
     pytest.importorskip("raytrain.loss")
     from raytrain.config import make_config
     from raytrain.data import resolve_data
     from raytrain.engine.train import make_worker
-    from raytrain.fit import resolve_config
+    from raytrain.train.plan import resolve_config
 
     cfg = resolve_config(make_config({"data": "shapes", "imgsz": 64, "fraction": 0.04, "batch": 4, "workers": 0,
                                       "device": "cpu", "project": str(tmp_path), "optimizer": "SGD",

@@ -7,6 +7,7 @@ compares trials. Viewing needs the ``tensorboard`` package (``pip install 'raytr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ class TensorBoardLogger:
     def __init__(self, info: TrackerInfo, config: Mapping[str, Any], *, done_epochs: int = 0) -> None:
         from tensorboardX import SummaryWriter
 
+        # Event files are named by the second they start in: the suffix keeps a quick restart from overwriting one.
         self.writer = SummaryWriter(logdir=str(log_dir(info.save_dir)), purge_step=done_epochs + 1 if done_epochs
-                                    else None, flush_secs=30)
+                                    else None, flush_secs=30, filename_suffix=f".{os.getpid()}.{done_epochs}")
         self.last_epoch = done_epochs
         if info.params and not done_epochs:  # hparams once per trial, beside its scalars (same folder)
             self._write_hparams(info.params)
