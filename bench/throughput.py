@@ -1,4 +1,4 @@
-"""Training throughput (images/s): ``raytrain fit`` through Ray Train, the same loop without Ray, and Ultralytics.
+"""Training throughput (images/s): ``raytrain fit`` through Ray Train, the same epoch loop without Ray, and Ultralytics.
 
 The three run the same work: YOLOv8n, ``imgsz`` 320, batch 16, on the CPU, over COCO128's 128 training images.
 Throughput is training images per second of the epoch loop (validation and start-up excluded): the median over the
@@ -33,24 +33,26 @@ def _config(args: argparse.Namespace, project: Path):
 
 
 def direct(args: argparse.Namespace, project: Path) -> list[float]:
-    """Images/s of each epoch of the training loop called directly, without Ray."""
+    """Images/s of each epoch of the same epoch loop (``raytrain.engine.loop.run_epochs``) called without Ray."""
     import torch
 
+    from raytrain import keys
     from raytrain.data import resolve_data
-    from raytrain.engine.train import make_worker, train_one_epoch
-    from raytrain.fit import resolve_config
+    from raytrain.engine.loop import run_epochs
+    from raytrain.engine.state import initial_state
+    from raytrain.engine.train import make_worker
+    from raytrain.train.plan import resolve_config
 
     cfg = resolve_config(_config(args, project), gpus_available=0)
     w = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / "direct")
-    rates, last_step, nb = [], -1, len(w.train_loader)
-    for epoch in range(1, args.epochs + 1):
-        w.train_loader.set_epoch(epoch)
-        result = train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=epoch - 1,
-                                 schedule=w.schedule, ema=w.ema, scaler=w.scaler, iteration=(epoch - 1) * nb,
-                                 last_step=last_step)
-        last_step = result.last_step
-        rates.append(result.images / result.seconds)
-        print(f"  direct  epoch {epoch}: {rates[-1]:.1f} images/s", flush=True)
+    images = len(w.train_loader.dataset)
+    rates: list[float] = []
+
+    def report(epoch_report) -> None:
+        rates.append(images / epoch_report.metrics[keys.TRAIN_SECONDS])
+        print(f"  direct  epoch {len(rates)}: {rates[-1]:.1f} images/s", flush=True)
+
+    run_epochs(w, initial_state(w), report)
     return rates
 
 

@@ -13,8 +13,8 @@ _API = {
     "make_config": "raytrain.config",
     "build_model": "raytrain.models",
     "load_model": "raytrain.models",
-    "fit": "raytrain.fit",
-    "tune": "raytrain.tune",
+    "fit": "raytrain.train.fit",
+    "tune": "raytrain.tuning.api",
 }
 
 

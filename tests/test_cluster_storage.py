@@ -147,7 +147,7 @@ def test_worker_prepares_a_dataset_missing_on_its_node(tmp_path, monkeypatch):
     import shutil
 
     from raytrain.data import resolve_data
-    from raytrain.ray_fit import dataset_on_this_node
+    from raytrain.train.worker import dataset_on_this_node
 
     monkeypatch.setenv("RAYTRAIN_DATASETS", str(tmp_path / "driver"))
     spec = resolve_data("shapes")

@@ -1,5 +1,6 @@
 """raytrain fit: argument checks before Ray starts (fast), run folders and resume planning, and end-to-end Ray Train
-runs on tiny images (``ray``): two workers, a failure then ``resume=True``, injected crashes, patience."""
+runs on tiny images (``ray``): two workers, a failure then ``resume=True``, injected crashes. The loop's own behaviour
+(patience, close_mosaic, time=, resume, callback order) is tested without Ray in test_engine_loop.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import raytrain
 from raytrain import cli
 from raytrain.config import ConfigError, load_config, make_config
 from raytrain.engine.results import COLUMNS, read_results_csv
-from raytrain.fit import RUN_FILE, next_run_dir, prepare_run
+from raytrain.files import next_run_dir
+from raytrain.train.plan import RUN_FILE, prepare_run
 
 TINY = dict(data="shapes", model="yolov8n", imgsz=64, fraction=0.04, workers=0, device="cpu", warmup_epochs=0.5,
             close_mosaic=1)  # 20 train images, 100 val images, 64 px
@@ -46,16 +48,6 @@ def exit_once_at_epoch_3(state):
     if state.epoch == 3 and not marker.exists():
         marker.touch()
         os._exit(1)  # the worker process dies without cleanup
-
-
-def decreasing_fitness(state):
-    """Make every epoch worse than the last, so patience must stop the run."""
-    import itertools
-
-    import raytrain.ray_fit
-
-    counter = itertools.count()
-    raytrain.ray_fit.epoch_fitness = lambda metrics, key: -float(next(counter))
 
 
 @pytest.fixture
@@ -113,14 +105,14 @@ def test_fit_needs_ray_or_start_ray(no_ray, tmp_path):
 @pytest.mark.parametrize("exit_exc", [KeyboardInterrupt(), SystemExit(0), SystemExit(1)])
 def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch, caplog, exit_exc):
     """Ray Train's Ctrl-C handler ends fit() with SystemExit (1 when it fires inside ray.get): a clean interrupt."""
-    import raytrain.ray_fit
-    from raytrain.fit import run
+    import raytrain.train.fit
+    from raytrain.train.fit import run
 
     class Interrupted:
         def fit(self):
             raise exit_exc
 
-    monkeypatch.setattr(raytrain.ray_fit, "build_trainer", lambda *a, **k: Interrupted())
+    monkeypatch.setattr(raytrain.train.fit, "build_trainer", lambda *a, **k: Interrupted())
     plan = prepare_run(make_config({**TINY, "project": str(tmp_path), "batch": 4}), gpus_available=0)
     with pytest.raises(KeyboardInterrupt):
         run(plan)
@@ -269,54 +261,3 @@ def test_worker_crashes_are_retried_and_each_epoch_counted_once(ray_local, by_va
     assert [r["epoch"] for r in read_results_csv(save_dir / "results.csv")] == [1, 2, 3]
     recorded = [e["epoch"] for e in _epochs_jsonl(save_dir)]
     assert recorded[-1] == 3 and recorded.count(3) == 2  # epoch 3 ran again after the crash
-
-
-@pytest.mark.ray
-def test_patience_stops_early(ray_local, by_value, tmp_path):
-    from raytrain.models import load_checkpoint
-
-    result = raytrain.fit(**TINY, epochs=6, patience=2, batch=4, project=str(tmp_path), name="patient",
-                          callbacks={"on_train_start": decreasing_fitness})
-    rows = read_results_csv(tmp_path / "patient" / "results.csv")
-    assert [r["epoch"] for r in rows] == [1, 2, 3] and result.metrics["epoch"] == 3
-    assert load_checkpoint(result.best)["epoch"] == 1 and load_checkpoint(result.last)["epoch"] == 3
-
-
-def test_restore_falls_back_to_last_pt_without_ray_snapshot(tmp_path, monkeypatch):
-    """resume=last.pt when Ray's checkpoints are gone: weights, EMA, epoch and history come from the run folder."""
-    import ray.train
-    import torch
-
-    from raytrain.engine.ema import ModelEMA
-    from raytrain.engine.optim import build_optimizer
-    from raytrain.engine.results import write_results_csv
-    from raytrain.engine.train import RunState
-    from raytrain.models import build_model, save_checkpoint
-    from raytrain.ray_fit import _restore, checkpoint_dict
-
-    trained = build_model("yolov8n", nc=6)
-    with torch.no_grad():
-        trained.model[0].conv.weight.add_(1.0)
-    rows = [{"epoch": e, "time": 10.0 * e, "metrics/mAP50(B)": 0.1 * e} for e in (1, 2, 3)]
-    state = RunState(epoch=2, best_fitness=0.5, best_epoch=1)
-    cfg = make_config({"epochs": 5})
-    last = tmp_path / "run" / "weights" / "last.pt"
-    save_checkpoint(last, checkpoint_dict(trained, ModelEMA(trained), [str(i) for i in range(6)], state=state,
-                                          cfg=cfg, metrics={}))
-    best = RunState(epoch=1, best_fitness=0.5)
-    save_checkpoint(last.with_name("best.pt"), checkpoint_dict(trained, ModelEMA(trained), [str(i) for i in range(6)],
-                                                               state=best, cfg=cfg, metrics={}))
-    write_results_csv(tmp_path / "run" / "results.csv", rows)  # epoch 3 was written but never checkpointed
-    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
-    model = build_model("yolov8n", nc=6)
-    ema = ModelEMA(model)
-    optimizer = build_optimizer(model, "SGD", lr0=0.01, momentum=0.9, weight_decay=0)
-    restored = _restore(model, ema, optimizer, torch.amp.GradScaler("cuda", enabled=False),
-                        cfg.replace(resume=str(last)))
-    assert restored.epoch == 2 and restored.best_fitness == 0.5 and restored.best_epoch == 1
-    assert restored.train_time == 20.0
-    assert [r["epoch"] for r in restored.history] == [1, 2]
-    assert torch.equal(model.model[0].conv.weight, trained.model[0].conv.weight)
-    assert torch.equal(ema.ema.model[0].conv.weight, trained.model[0].conv.weight)
-    fresh = _restore(build_model("yolov8n", nc=6), ema, optimizer, torch.amp.GradScaler("cuda", enabled=False), cfg)
-    assert fresh == RunState()

@@ -1,8 +1,9 @@
 """One training epoch as a plain function, and the setup of one training rank (model, data, optimizer, EMA).
 
 Nothing here knows about Ray: :func:`train_one_epoch` takes a (possibly DDP-wrapped) model, a loader, an optimizer
-and the schedule, and :func:`make_worker` builds them for one rank from a Config, so the same loop runs inside a Ray
-Train worker (:mod:`raytrain.ray_fit`) and directly (``bench/throughput.py``). The collective helpers at the end use
+and the schedule, and :func:`make_worker` builds them for one rank from a Config, so the epoch loop
+(:mod:`raytrain.engine.loop`) runs inside a Ray Train worker (:mod:`raytrain.train.worker`) and directly (tests,
+``bench/throughput.py``). The collective helpers at the end use
 ``torch.distributed`` when a process group is up (Ray Train sets it up) and do nothing otherwise.
 """
 
@@ -15,7 +16,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ from raytrain.engine.optim import Schedule, apply_schedule
 LOGGER = logging.getLogger("raytrain")
 
 MAX_GRAD_NORM = 10.0
-LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")
 
 
 @dataclass(frozen=True)
@@ -105,24 +105,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     return EpochResult(mean, i + 1, images, last_step, time.perf_counter() - start)
 
 
-def early_stop(epoch: int, best_epoch: int, patience: int) -> bool:
-    """True when ``patience`` epochs passed since the best fitness (``epoch`` and ``best_epoch`` from 1)."""
-    return epoch - best_epoch >= patience
-
-
 # ------------------------------------------------------------------------------------------ one rank's setup
-@dataclass
-class RunState:
-    """What survives a restart besides the weights: counters and the per-epoch history."""
-
-    epoch: int = 0  # last completed epoch (from 1)
-    schedule_epochs: int = 0  # epochs the LR schedule spans (a time limit may change it)
-    best_fitness: float | None = None
-    best_epoch: int = 0
-    train_time: float = 0.0  # seconds spent training so far, over all attempts
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 @dataclass
 class Worker:
     """What one training rank holds while it trains (from :func:`make_worker`; Ray's worker adds DDP)."""
@@ -145,10 +128,9 @@ class Worker:
     amp: bool
     callbacks: dict[str, list[Callable]]
     interactive: bool
-    wandb: Any = None
 
-    def emit(self, event: str, state: RunState, **kw: Any) -> None:
-        """Run user callbacks for ``event`` (rank 0 only)."""
+    def emit(self, event: str, state: Any, **kw: Any) -> None:
+        """Run user callbacks for ``event`` (rank 0 only); ``state`` is the loop's ``RunState``."""
         if self.rank != 0:
             return
         from raytrain.engine.callbacks import run_callbacks
@@ -162,7 +144,8 @@ def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: in
                 callbacks: dict[str, list[Callable]] | None = None, interactive: bool = False) -> Worker:
     """Model, data, optimizer, schedule and EMA for one rank; no Ray calls (``bench/throughput.py`` uses it too).
 
-    The model is not wrapped in DDP and no checkpoint is restored: :mod:`raytrain.ray_fit` does that inside Ray.
+    The model is not wrapped in DDP and no state is restored: the caller does that (:mod:`raytrain.train.worker`
+    inside Ray; :func:`raytrain.engine.state.initial_state` restores).
     """
     from raytrain.engine.autobatch import autobatch
     from raytrain.engine.optim import (

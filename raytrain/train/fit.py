@@ -1,0 +1,162 @@
+"""``raytrain.fit()`` and ``raytrain fit``: plan a run, train it with a Ray Train ``TorchTrainer``, return the results.
+
+The plan (:mod:`raytrain.train.plan`) checks and resolves everything before Ray starts, when Ray is started here; the
+trainer runs :func:`raytrain.train.worker.train_worker` on each worker, which runs the Ray-free epoch loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raytrain.config import FIELDS, Config, ConfigError, make_config
+from raytrain.train.plan import RunPlan, prepare_run
+
+LOGGER = logging.getLogger("raytrain")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns: the last epoch's metrics and where the weights are."""
+
+    metrics: dict[str, float]
+    best: Path
+    last: Path
+    save_dir: Path
+
+
+def fit(cfg: Config | None = None, *, callbacks: dict[str, list[Callable]] | None = None, start_ray: bool = False,
+        **overrides: Any) -> FitResult:
+    """Train one detector with Ray Train and return its metrics and weights.
+
+    Ray must be running (``ray.init()`` locally, ``ray.init(address=...)`` for a cluster): library code does not
+    start or stop Ray behind your back. ``start_ray=True`` (what ``raytrain fit`` does) starts a local Ray (or
+    connects to ``address=`` / ``RAY_ADDRESS``) and shuts it down afterwards.
+
+    Args:
+        cfg: a Config (default: all defaults); ``overrides`` are ``key=value`` arguments on top.
+        callbacks: ``{event: [functions]}``, see :mod:`raytrain.engine.callbacks`; they run on the rank-0 worker,
+            so they must be picklable module-level functions.
+        start_ray: start (and afterwards stop) Ray when it is not running.
+
+    Returns:
+        A :class:`FitResult` (``metrics`` of the last epoch, ``best``/``last`` weights, the run folder).
+
+    Example:
+        >>> import ray, raytrain
+        >>> ray.init()
+        >>> result = raytrain.fit(data="shapes", epochs=10, imgsz=320)
+    """
+    import ray
+
+    from raytrain.engine.callbacks import check_callbacks
+
+    cfg = make_config(cfg.to_dict() if cfg is not None else {}, overrides, where=["cfg", "overrides"])
+    checked = check_callbacks(callbacks)
+    if ray.is_initialized():
+        return run(prepare_run(cfg, callbacks=checked))
+    if not start_ray:
+        raise RuntimeError("raytrain.fit() needs Ray running: call ray.init() first (ray.init(address='auto') "
+                           "to join a cluster), or pass start_ray=True to start and stop a local Ray here.")
+    address = cfg.address or os.environ.get("RAY_ADDRESS")  # a documented entry point: it may read RAY_ADDRESS
+    address = None if address in (None, "", "local") else address
+    plan = None
+    if address is None:  # local: check everything before paying for Ray's start
+        cfg = _use_local_cpus(cfg)
+        plan = prepare_run(cfg, gpus_available=_local_cuda_count(), callbacks=checked)
+    from raytrain.cluster.local import init_ray
+
+    init_ray(address, gpu_ids=plan.devices.gpu_ids if plan is not None else None)
+    try:
+        return run(plan or prepare_run(cfg, callbacks=checked))
+    finally:
+        ray.shutdown()
+
+
+def _local_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _use_local_cpus(cfg: Config) -> Config:
+    """On a local CPU run started by us, give the workers this machine's cores (default is 1 CPU per worker)."""
+    from raytrain.engine.devices import plan_devices
+
+    devices = plan_devices(cfg.device, cfg.num_workers, _local_cuda_count())
+    if devices.accelerator != "cpu" or cfg.cpus_per_worker != FIELDS["cpus_per_worker"].default:
+        return cfg
+    return cfg.replace(cpus_per_worker=max((os.cpu_count() or 1) // devices.num_workers, 1))
+
+
+def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
+    """A :class:`ray.train.torch.TorchTrainer` for a prepared run (Ray must be running).
+
+    Args:
+        plan: from :func:`raytrain.train.plan.prepare_run`.
+        ray_callbacks: Ray Train ``UserCallback`` s (e.g. Tune's ``TuneReportCallback``).
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raytrain.cluster.storage import require_shared_storage
+    from raytrain.cluster.sync import RunFolderMirror
+    from raytrain.train.worker import train_worker, worker_config
+
+    cfg, devices = plan.cfg, plan.devices
+    if not Path(plan.storage_path).is_absolute() and "://" not in plan.storage_path:
+        raise ConfigError(f"storage_path={plan.storage_path!r} must be absolute (Ray workers run in their own folder).")
+    require_shared_storage(plan.storage_path)  # a multi-machine cluster needs storage every node reaches
+    if devices.note:
+        LOGGER.warning(devices.note)
+    gpu = devices.accelerator == "cuda"
+    run_config = ray.train.RunConfig(
+        name=plan.run_name,
+        storage_path=plan.storage_path,
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="fitness",
+                                                     checkpoint_score_order="max"),
+        callbacks=[RunFolderMirror(plan.save_dir), *ray_callbacks],
+        # W&B mode only; never the API key: each node brings its own credentials (see raytrain.tracking).
+        worker_runtime_env={"env_vars": {"WANDB_MODE": plan.tracking["mode"], "WANDB_SILENT": "true"}},
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # keep the epoch lines readable
+    )
+    scaling = ray.train.ScalingConfig(num_workers=devices.num_workers, use_gpu=gpu,
+                                      resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})})
+    return TorchTrainer(train_worker, train_loop_config=worker_config(plan), scaling_config=scaling,
+                        run_config=run_config)
+
+
+def run(plan: RunPlan) -> FitResult:
+    """Build the trainer for a prepared run, train, and collect the result (Ray must be running)."""
+    trainer = build_trainer(plan)
+    try:
+        result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):
+        # Ray Train's own Ctrl-C handler aborts the run, then exits with SystemExit: code 0 from the handler, or
+        # code 1 from Ray's core worker when the handler fires inside a blocking ray.get (the usual case).
+        last = plan.save_dir / "weights" / "last.pt"
+        if last.is_file():
+            LOGGER.warning("Training interrupted. Continue it with: raytrain fit resume=%s", last)
+        else:
+            LOGGER.warning("Training interrupted before its first epoch ended: there is no checkpoint to resume.")
+        raise KeyboardInterrupt from None
+    weights = plan.save_dir / "weights"
+    return FitResult(dict(result.metrics or {}), weights / "best.pt", weights / "last.pt", plan.save_dir)
+
+
+def main(positional: list[str], args: dict[str, Any]) -> int:
+    """``raytrain fit key=value ...``: train, starting local Ray (or joining ``address=``/``RAY_ADDRESS``)."""
+    from raytrain import keys
+
+    if positional:
+        raise ConfigError(f"raytrain fit takes only key=value arguments, not {positional[0]!r}.")
+    result = fit(make_config(args), start_ray=True)
+    metrics = result.metrics
+    LOGGER.info("mAP50 %.3f  mAP50-95 %.3f  best weights: %s", metrics.get(keys.MAP50, float("nan")),
+                metrics.get(keys.MAP50_95, float("nan")), result.best)
+    return 0

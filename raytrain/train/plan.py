@@ -1,0 +1,220 @@
+"""Driver side of one training run: resolve everything once, into a :class:`RunPlan`, before any worker starts.
+
+Arguments, devices and the batch split, the dataset (resolved or generated, and scanned), the files the run will load
+(``model=``, ``pretrained=``, ``resume=``), the callbacks, storage, the run folder with ``args.yaml`` and ``run.json``:
+each is resolved or checked here, exactly once, and handed down in the plan. Paths become absolute, because Ray
+workers run in working directories of their own. ``raytrain fit`` and every ``raytrain tune`` trial prepare their runs
+here, so a trial's folder is an ordinary run folder that ``raytrain fit resume=<trial>/weights/last.pt`` continues.
+
+Resume: the full training state lives in Ray's checkpoints under ``storage`` (default ``<project>/.ray``);
+``run.json`` names the run's Ray run and storage, so ``resume=`` reuses both and Ray hands its latest checkpoint back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from raytrain.config import Config, ConfigError, load_config
+from raytrain.engine.devices import DevicePlan, per_worker_batch, plan_devices
+from raytrain.files import atomic_write, next_run_dir
+
+LOGGER = logging.getLogger("raytrain")
+RUN_FILE = "run.json"  # Ray run name, storage and tracker ids of a run folder, read by resume
+# Arguments a resumed run may change; everything else comes from the run's args.yaml.
+RESUME_OVERRIDES = ("epochs", "time", "patience", "device", "num_workers", "cpus_per_worker", "workers",
+                    "max_failures", "address", "wandb_mode", "verbose", "plots", "save_period")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A resolved, ready-to-start run: everything the trainer and its workers need, decided on the driver.
+
+    Attributes:
+        cfg: the resolved config (absolute paths, dataset resolved, batch checked); saved as ``args.yaml``.
+        save_dir: the run folder.
+        run_name: Ray Train run name; with ``storage_path`` it finds the run's checkpoints on resume.
+        storage_path: absolute path or URI where Ray keeps the run's checkpoints.
+        devices: how many workers, on what.
+        data: the resolved dataset (:class:`raytrain.data.DataSpec`).
+        tracking: W&B ``mode``, ``project``, ``entity``, ``group``, ``name`` and ``run_id`` (stable across restarts).
+        callbacks: checked user callbacks, ``{event: [functions]}``.
+        resumed: whether this continues an earlier run.
+    """
+
+    cfg: Config
+    save_dir: Path
+    run_name: str
+    storage_path: str
+    devices: DevicePlan
+    data: Any
+    tracking: dict[str, Any]
+    callbacks: dict[str, list[Callable]] = field(default_factory=dict)
+    resumed: bool = False
+
+
+# ----------------------------------------------------------------------------------------------------- resolving
+def available_gpus() -> int:
+    """GPUs the connected Ray cluster can schedule (or, without Ray, CUDA devices visible to this process)."""
+    import ray
+
+    if ray.is_initialized():
+        return int(ray.cluster_resources().get("GPU", 0))
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _absolute_file(value: str, key: str) -> str:
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{key}={value}: file not found.")
+    return str(path)
+
+
+def resolve_config(cfg: Config, *, gpus_available: int | None = None) -> Config:
+    """``cfg`` made ready for Ray workers: absolute paths, dataset resolved (generated/downloaded) and scanned,
+    storage absolute, the batch checked against the workers (``batch=-1`` off CUDA becomes 16).
+
+    Tune calls this once for its base config; trial configs made with ``cfg.replace(...)`` keep the paths.
+
+    Raises:
+        ConfigError: anything that would fail later (missing dataset or weights, batch not divisible, ...).
+    """
+    return _resolve(cfg, available_gpus() if gpus_available is None else gpus_available)[0]
+
+
+def _resolve(cfg: Config, gpus_available: int, *, scan: bool = True) -> tuple[Config, DevicePlan, Any]:
+    """The resolved config, its device plan and dataset; ``scan=False`` for a config resolved before (a tune trial's:
+    the experiment resolved and scanned its dataset once, on the driver)."""
+    from raytrain.cluster.storage import resolve_storage
+    from raytrain.data import resolve_data, scan_split
+
+    project = Path(cfg.project).expanduser().resolve()
+    changes: dict[str, Any] = {"project": str(project), "storage": resolve_storage(cfg.storage, project / ".ray")}
+    if cfg.model.endswith(".pt"):
+        changes["model"] = _absolute_file(cfg.model, "model")
+    if isinstance(cfg.pretrained, str):
+        changes["pretrained"] = _absolute_file(cfg.pretrained, "pretrained")
+    if isinstance(cfg.resume, str):
+        changes["resume"] = str(Path(cfg.resume).expanduser().resolve())
+    devices = plan_devices(cfg.device, cfg.num_workers, gpus_available)
+    batch = cfg.batch
+    if batch == -1 and devices.accelerator != "cuda":
+        LOGGER.info("batch=-1 (AutoBatch) needs CUDA; training on %s with batch=16.", devices.accelerator)
+        batch = changes["batch"] = 16
+    if batch != -1:
+        per_worker_batch(batch, devices.num_workers)
+    try:
+        spec = resolve_data(cfg.data)
+    except FileNotFoundError as e:
+        raise ConfigError(f"data={cfg.data}: {e}") from e
+    changes["data"] = str(spec.yaml_file)
+    for split in ("train", "val") if scan else ():
+        index = scan_split(spec, split)  # also fills the label cache the workers read
+        if not index.records:
+            raise ConfigError(f"data={cfg.data}: the {split} split has no usable images ({len(index.skipped)} "
+                              f"skipped). Run 'raytrain check data={cfg.data}' for details.")
+    return cfg.replace(**changes), devices, spec
+
+
+def tracker_run_id(save_dir: Path, run_name: str) -> str:
+    """A stable tracker run id for a run, so a restarted or resumed run continues the same tracker run."""
+    import hashlib
+
+    return hashlib.sha1(f"{save_dir}|{run_name}".encode()).hexdigest()[:16]
+
+
+def trial_run_id(experiment: str, trial_id: str) -> str:
+    """The tracker run id of a tune trial: stable, so a retried or resumed trial continues its tracker run."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{trial_id}")[:64]
+
+
+def _tracking(cfg: Config, save_dir: Path, run_name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    from raytrain.tracking import resolve_wandb_mode
+
+    given = dict(given or {})
+    return {"mode": resolve_wandb_mode(cfg.wandb_mode), "project": cfg.wandb_project or Path(cfg.project).name,
+            "entity": cfg.wandb_entity, "group": given.get("group"), "name": given.get("name") or save_dir.name,
+            "run_id": given.get("run_id") or tracker_run_id(save_dir, run_name)}
+
+
+# ------------------------------------------------------------------------------------------------------ planning
+def prepare_run(cfg: Config, *, gpus_available: int | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                save_dir: Path | None = None, run_name: str | None = None, storage_path: str | None = None,
+                tracking: Mapping[str, Any] | None = None, resolved: bool = False) -> RunPlan:
+    """Resolve ``cfg``, pick the run folder and Ray run name, write ``args.yaml`` and ``run.json``: a :class:`RunPlan`.
+
+    A new run gets a fresh folder (``train``, ``train2``, ... unless ``exist_ok``) and a fresh Ray run name (with a
+    timestamp, so even ``exist_ok`` never resumes an old Ray run by accident); ``resume`` reuses both. A tune trial
+    passes its own ``save_dir``, ``run_name`` (stable across retries, so Ray finds its snapshot), ``storage_path``
+    and ``tracking`` ids (group, name, run_id).
+
+    Args:
+        cfg: a validated config.
+        gpus_available: GPUs Ray can schedule; default: asked from the connected Ray, or this machine.
+        callbacks: user callbacks, already checked (:func:`raytrain.engine.callbacks.check_callbacks`).
+        save_dir, run_name, storage_path, tracking: a tune trial's fixed names (see above).
+        resolved: ``cfg`` comes from :func:`resolve_config` already (tune trials): the dataset is not scanned again.
+    """
+    gpus = available_gpus() if gpus_available is None else gpus_available
+    if cfg.resume:
+        return _resume_plan(cfg, gpus, callbacks or {})
+    cfg, devices, spec = _resolve(cfg, gpus, scan=not resolved)
+    save_dir = Path(save_dir) if save_dir is not None else next_run_dir(Path(cfg.project), cfg.name, cfg.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    run_name = run_name or f"{save_dir.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    storage_path = storage_path or str(cfg.storage)
+    tracking = _tracking(cfg, save_dir, run_name, tracking)
+    cfg.save(save_dir / "args.yaml")
+    atomic_write(save_dir / RUN_FILE, json.dumps({"ray_run_name": run_name, "storage_path": storage_path,
+                                                  "tracking": {k: tracking[k] for k in ("group", "name", "run_id")}},
+                                                 indent=1))
+    return RunPlan(cfg, save_dir, run_name, storage_path, devices, spec, tracking, callbacks or {})
+
+
+def _find_resume(cfg: Config) -> Path:
+    """The ``last.pt`` to resume: the given path (file or run folder), or the newest in ``project``."""
+    if isinstance(cfg.resume, str):
+        path = Path(cfg.resume).expanduser().resolve()
+        path = path / "weights" / "last.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"resume={cfg.resume}: no such checkpoint.")
+        return path
+    candidates = sorted(Path(cfg.project).expanduser().resolve().glob("*/weights/last.pt"),
+                        key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"resume=True: no run with weights/last.pt in project={cfg.project}. Pass "
+                          f"resume=path/to/last.pt.")
+    return candidates[-1]
+
+
+def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Callable]]) -> RunPlan:
+    from raytrain.models.checkpoint import load_checkpoint
+
+    last = _find_resume(cfg)
+    save_dir = last.parents[1]
+    args_file, run_file = save_dir / "args.yaml", save_dir / RUN_FILE
+    if not args_file.is_file() or not run_file.is_file():
+        raise ConfigError(f"resume={last}: {save_dir} is not a raytrain run folder (args.yaml, {RUN_FILE}).")
+    defaults = Config()
+    changed = {k: getattr(cfg, k) for k in RESUME_OVERRIDES if getattr(cfg, k) != getattr(defaults, k)}
+    resumed = load_config(args_file, **changed, resume=str(last))
+    epoch = int(load_checkpoint(last)["epoch"])
+    if epoch >= resumed.epochs and not resumed.time:
+        raise ConfigError(f"resume={last}: that run already trained {epoch}/{resumed.epochs} epochs; nothing to "
+                          f"resume. Pass epochs=N (> {epoch}) to train further, or start a new run with "
+                          f"pretrained={last}.")
+    info = json.loads(run_file.read_text())
+    LOGGER.info("Resuming %s after epoch %d (Ray run %s).", save_dir, epoch, info["ray_run_name"])
+    resumed, devices, spec = _resolve(resumed, gpus_available)
+    resumed.save(args_file)  # the arguments the run now continues with (e.g. more epochs)
+    tracking = _tracking(resumed, save_dir, info["ray_run_name"], info.get("tracking"))
+    return RunPlan(resumed, save_dir, info["ray_run_name"], info["storage_path"], devices, spec, tracking, callbacks,
+                   resumed=True)
