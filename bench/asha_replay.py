@@ -1,7 +1,7 @@
 """Replay ASHA on a finished no-stopping experiment: which rung schedule would have saved most and kept the best?
 
-Ray's own ``ASHAScheduler``, with raytrain's tie-break (see ``raytrain.tune.run.break_ties``), is fed the per-epoch
-results that an experiment without early stopping recorded, in simulated time: trials start in the order they
+Ray's own ``ASHAScheduler``, with raytrain's tie-break (see ``raytrain.tuning.stopping.break_ties``), is fed the
+per-epoch results that an experiment without early stopping recorded, in simulated time: trials start in the order they
 started, ``--concurrent`` at a time, and each epoch takes as long as it took (the first one includes the trial's
 start-up). Where ASHA says stop, the trial's remaining epochs are not counted and the next trial starts. Training is
 seeded, so a real ASHA run trains the same curves; only the timing of the asynchronous decisions can differ.
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], str, str]:
     """Per trial (in start order, experiment after experiment): its per-epoch results; and the metric and mode."""
-    from raytrain.tune.results import load_experiment
+    from raytrain.tuning.experiment import load_experiment
 
     curves, objective = [], None
     for path in paths:
@@ -47,7 +47,7 @@ def replay(curves: list[list[dict[str, float]]], metric: str, mode: str, *, grac
     """Epochs each trial would train under ASHA, and the simulated wall time."""
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-    from raytrain.tune.run import break_ties
+    from raytrain.tuning.stopping import break_ties
 
     max_t = max(int(c[-1]["epoch"]) for c in curves)
     asha = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t, grace_period=grace,

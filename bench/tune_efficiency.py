@@ -40,7 +40,7 @@ def sample_configs(spec: Any, samples: int, seed: int) -> list[dict[str, Any]]:
 
 def run_one(space: str, label: str, configs: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, Any]:
     """One experiment over ``configs``; returns epochs trained, wall time, best metric and how trials ended."""
-    from raytrain.tune.run import tune
+    from raytrain.tuning.api import tune
 
     started = time.monotonic()
     result = tune(space, **{**overrides, "name": f"bench_{label}", "points_to_evaluate": configs,
@@ -64,7 +64,7 @@ def reuse_baseline(path: Path, configs: list[dict[str, Any]]) -> tuple[dict[str,
 
     A larger ``--samples`` with the same seed draws the earlier configs first, so a baseline can be extended.
     """
-    from raytrain.tune.results import load_experiment
+    from raytrain.tuning.experiment import load_experiment
 
     full = json.loads(path.read_text())["no_stopping"]
     ran = [canon(t.params) for e in full["experiment"].split(",") for t in load_experiment(e).trials]
@@ -114,9 +114,9 @@ def main() -> None:
     import ray
 
     from raytrain.cli import setup_logging
-    from raytrain.config import parse_cli_args
     from raytrain.cluster.local import init_ray
-    from raytrain.tune.space import load_space
+    from raytrain.config import parse_cli_args
+    from raytrain.tuning.space import load_space
 
     setup_logging()
     logging.getLogger("raytrain").setLevel(logging.WARNING)

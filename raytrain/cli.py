@@ -54,21 +54,22 @@ COMMANDS: dict[str, Command] = {
               "Settings given as key=value replace the file's (defaults in brackets):\n"
               "  name [tune, tune2, ...]  project [runs/tune]  storage  exist_ok  resume=True (continue NAME)\n"
               "  metric [fitness]  mode [max]  num_samples [10]  max_concurrent_trials [what the cluster holds]\n"
-              "  gpu=true|false  sampler [tpe|random]  search_seed [0]  scheduler [asha|none]  grace_period [1]\n"
-              "  reduction_factor [3]  patience [off]  time_budget_s [off]  wandb_project  wandb_mode  address\n"
+              "  gpu=true|false  sampler [tpe|random]  search_seed [0]  n_startup_trials [10]  scheduler [asha|none]\n"
+              "  grace_period [1]  reduction_factor [3]  patience [off]  time_budget_s [off]  wandb_project\n"
+              "  wandb_mode  address\n"
               "Any other key is a fixed training argument (a searched one is fixed and leaves the space).\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. The file format is\n"
               "described at the top of search_spaces/detect.yaml and in the README.",
-        target="raytrain.tune.run:main",
+        target="raytrain.tuning.api:main",
         keys=(),
         example="raytrain tune search_spaces/quickstart.yaml num_samples=8",
-        extra_keys=("metric", "mode", "num_samples", "max_concurrent_trials", "sampler", "search_seed", "scheduler",
-                    "grace_period", "reduction_factor", "time_budget_s", "gpu"),
+        # The space module's own list of what load_space accepts as an override (it imports no Ray or torch).
+        extra_keys=importlib.import_module("raytrain.tuning.space").CLI_KEYS,
     ),
     "results": Command(
-        summary="show a tune experiment's ranked trials and redraw its plots (finished or running)",
+        summary="show a tune experiment's ranked trials, redraw its plots and Optuna's analysis (finished or running)",
         usage="raytrain results EXPERIMENT_DIR",
-        target="raytrain.tune.results:main",
+        target="raytrain.tuning.results:main",
         keys=(),
         example="raytrain results runs/tune/quickstart",
     ),

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from raytrain.config import ConfigError
-from raytrain.tune.space import METRICS, Param, load_space
+from raytrain.tuning.params import Param
+from raytrain.tuning.space import METRICS, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +161,21 @@ def test_sampling_maps_types_to_optuna_and_rounds_q():
     assert values["warmup_epochs"] == 0.5  # 0.685 rounded to the nearest multiple of q=0.5
     assert values["optimizer"] == "AdamW"
     assert Param("x", "qloguniform", 0.5, 4.0, q=0.5).round(4.3) == 4.0  # rounding stays inside [low, high]
+
+
+@pytest.mark.parametrize("param", [
+    Param("lr0", "loguniform", 1e-4, 1e-1), Param("warmup_epochs", "qloguniform", 0.5, 4.0, q=0.5),
+    Param("scale", "quniform", 0.1, 0.9, q=0.1), Param("epochs", "randint", 3, 9),
+    Param("batch", "qrandint", 16, 64, q=16), Param("close_mosaic", "int", 0, 5),
+    Param("optimizer", "choice", values=("SGD", "AdamW")),
+], ids=lambda p: p.type)
+def test_distribution_is_what_suggest_draws_from(param: Param):
+    """raytrain results rebuilds the study with Param.distribution(): it must be the one suggest() used."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    value = param.suggest(trial)
+    assert trial.distributions[param.name] == param.distribution()
+    assert param.contains(value)

@@ -1,4 +1,4 @@
-"""``raytrain tune`` end to end on CPU, plus the driver-side pieces (capacity, patience, end labels) without Ray.
+"""``raytrain tune`` end to end on CPU, plus the orchestration pieces (capacity, sampler, folders) without Ray.
 
 The Ray tests are few and each checks several things: a trial costs 20-35 s to start on a 2-core machine.
 """
@@ -17,22 +17,11 @@ import pytest
 import yaml
 
 from raytrain.config import ConfigError, load_config
-from raytrain.tune.results import PLOTS, STATUS_FILE, load_experiment, read_result_json, read_status
-from raytrain.tune.run import (
-    StatusFile,
-    TrialJob,
-    _join,
-    break_ties,
-    classify_end,
-    concurrency_cap,
-    experiment_dir,
-    make_patience_stopper,
-    make_sampler,
-    make_scheduler,
-    make_status_callback,
-    wandb_id,
-)
-from raytrain.tune.space import load_space
+from raytrain.tuning.experiment import STATUS_FILE, load_experiment, read_result_json, read_status
+from raytrain.tuning.orchestrate import concurrency_cap, experiment_dir, join_storage, make_sampler
+from raytrain.tuning.plots import PLOTS
+from raytrain.tuning.space import load_space
+from raytrain.tuning.trial import trial_overrides, wandb_id
 
 TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 64, "batch": 8, "workers": 0, "fraction": 0.1,
          "optimizer": "SGD", "close_mosaic": 0, "warmup_epochs": 0, "val": False, "plots": False, "device": "cpu"}
@@ -77,99 +66,28 @@ def test_tpe_samples_at_random_for_n_startup_trials_then_models(tmp_path: Path):
 
 
 def test_storage_joins_keep_a_uri_query_at_the_end(tmp_path: Path):
-    assert _join(str(tmp_path), "exp", "_train") == str(tmp_path / "exp" / "_train")
-    assert _join("s3://bucket/runs/", "exp", "_train") == "s3://bucket/runs/exp/_train"
+    assert join_storage(str(tmp_path), "exp", "_train") == str(tmp_path / "exp" / "_train")
+    assert join_storage("s3://bucket/runs/", "exp", "_train") == "s3://bucket/runs/exp/_train"
     minio = "s3://bucket/runs?endpoint_override=localhost:9000&scheme=http"  # a self-hosted S3 (MinIO)
-    assert _join(minio, "exp") == "s3://bucket/runs/exp?endpoint_override=localhost:9000&scheme=http"
+    assert join_storage(minio, "exp") == "s3://bucket/runs/exp?endpoint_override=localhost:9000&scheme=http"
 
 
-def test_asha_ranks_tied_early_metrics_by_validation_loss(tmp_path: Path):
-    """At epoch 1 every trial's mAP is 0: without a tie-break ASHA's cutoff is 0 and nothing is ever cut."""
-    from ray.tune.schedulers import TrialScheduler
-
-    def result(fitness, loss, epoch=1):
-        return {"epoch": epoch, "fitness": fitness, "val/box_loss": loss, "val/cls_loss": 1.0, "val/dfl_loss": 1.0}
-
-    assert break_ties(result(0.0, 2.0), "fitness", "max")["fitness"] < break_ties(result(0.0, 1.0), "fitness", "max")[
-        "fitness"] < 0.0 + 1e-12
-    assert break_ties(result(0.25, 2.0), "fitness", "max")["fitness"] == pytest.approx(0.25, abs=1e-7)
-    loss_metric = result(0.0, 2.0)
-    assert break_ties(loss_metric, "val/box_loss", "min") is loss_metric  # a loss objective is left alone
-    assert break_ties({"epoch": 1, "fitness": 0.0}, "fitness", "max") == {"epoch": 1, "fitness": 0.0}  # val=False
-
-    status = StatusFile(tmp_path / STATUS_FILE)
-    spec = load_space(space(tmp_path, metric="fitness", mode="max", grace_period=1, reduction_factor=2,
-                            train={**TRAIN, "epochs": 4}))
-    asha = make_scheduler(spec, status)
-    asha.set_search_properties("fitness", "max")  # as TuneConfig(metric=, mode=) does
-    trials = [SimpleNamespace(trial_id=t, config={}) for t in "abcd"]
-    for trial in trials:
-        asha.on_trial_add(None, trial)
-    decisions = {t.trial_id: asha.on_trial_result(None, t, result(0.0, loss))
-                 for t, loss in zip(trials, [3.0, 1.0, 2.0, 4.0], strict=True)}
-    # a is alone at the rung when it reports (ASHA lets the first through); d is worst of four: cut
-    assert decisions["a"] == TrialScheduler.CONTINUE and decisions["d"] == TrialScheduler.STOP
-    assert read_status(tmp_path / STATUS_FILE)["d"] == {"stopped_by": "asha-stopped", "stopped_at_epoch": 1}
-
-
-def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
-    status = StatusFile(tmp_path / STATUS_FILE)
-    stopper = make_patience_stopper(load_space(space(tmp_path, patience=2, train={**TRAIN, "epochs": 6})), status)
-    losses = {1: 3.0, 2: 2.0, 3: 2.5, 4: 2.1}  # best at epoch 2; epochs 3 and 4 do not improve (mode min)
-    decisions = [stopper("a", {"epoch": e, "train/box_loss": v, "config": {}}) for e, v in losses.items()]
-    assert decisions == [False, False, False, True]
-    assert read_status(tmp_path / STATUS_FILE)["a"] == {"patience_best": 2.0, "patience_best_epoch": 2,
-                                                        "stopped_by": "patience-stopped", "stopped_at_epoch": 4}
-    # The same rule firing at the trial's own last epoch is a normal completion, not an early stop.
-    assert stopper("b", {"epoch": 1, "train/box_loss": 1.0, "config": {"epochs": 3}}) is False
-    assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is True
-    assert "stopped_by" not in read_status(tmp_path / STATUS_FILE)["b"]
-
-
-def test_patience_count_survives_a_resumed_experiment(tmp_path: Path):
-    """Tune restores the stopper as pickled at the start; the count goes on from the status file."""
-    status = StatusFile(tmp_path / STATUS_FILE)
-    spec = load_space(space(tmp_path, patience=3, train={**TRAIN, "epochs": 10}))
-    before = make_patience_stopper(spec, status)
-    assert [before("a", {"epoch": e, "train/box_loss": v, "config": {}}) for e, v in [(1, 2.0), (2, 2.5)]] == \
-        [False, False]
-    after = make_patience_stopper(spec, status)  # the driver was killed; `resume=True` builds a fresh one
-    assert after("a", {"epoch": 3, "train/box_loss": 2.4, "config": {}}) is False
-    assert after("a", {"epoch": 4, "train/box_loss": 2.2, "config": {}}) is True  # 3 epochs since epoch 1
-    assert read_status(tmp_path / STATUS_FILE)["a"]["stopped_at_epoch"] == 4
-    assert make_patience_stopper(load_space(space(tmp_path)), status) is None  # no patience: no stopper
-
-
-def test_time_budget_marks_the_trials_it_interrupted(tmp_path: Path):
-    spec = load_space(space(tmp_path, time_budget_s=10))
-    status = StatusFile(tmp_path / STATUS_FILE)
-    job = TrialJob(train={}, param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
-                   train_storage=str(tmp_path / "_train"), wandb_project="p", wandb_mode="disabled")
-    callback = make_status_callback(spec, status, job)
-    callback.setup()
-    status.update("a", end="running")
-    status.update("b", end="completed")
-    trials = [SimpleNamespace(trial_id=i, last_result={"epoch": 2}, config={}, local_path=None) for i in "ab"]
-    callback.on_experiment_end(trials)  # within the budget (e.g. Ctrl-C): unfinished trials stay resumable
-    assert read_status(tmp_path / STATUS_FILE)["a"]["end"] == "running"
-    callback.started -= 11  # the budget ran out
-    callback.on_experiment_end(trials)
-    ends = {k: (v["end"], v.get("epochs_run")) for k, v in read_status(tmp_path / STATUS_FILE).items()}
-    assert ends == {"a": ("time-budget", 2), "b": ("completed", None)}
-
-
-def test_end_labels_and_names(tmp_path: Path):
-    assert classify_end("asha-stopped", 1, 5, over_budget=False) == "asha-stopped"
-    assert classify_end(None, 5, 5, over_budget=True) == "completed"
-    assert classify_end(None, 2, 5, over_budget=True) == "time-budget"
+def test_names_and_folders(tmp_path: Path):
     assert wandb_id("tune2", "a1b2c3d4") == "tune2-a1b2c3d4" == wandb_id("tune2", "a1b2c3d4")
     spec = load_space(space(tmp_path))
     first = experiment_dir(spec)
     assert first == (tmp_path / "runs" / "t").resolve()
     first.mkdir(parents=True)
     assert experiment_dir(spec).name == "t2"  # fresh names unless exist_ok / resume
+    assert experiment_dir(load_space(space(tmp_path), {"exist_ok": True})) == first
     with pytest.raises(ConfigError, match="no tune experiment to resume"):
         experiment_dir(load_space(space(tmp_path), {"resume": True}))
+    (first / "tune_space.yaml").write_text("{}")
+    assert experiment_dir(load_space(space(tmp_path), {"resume": True})) == first
+    job = SimpleNamespace(experiment_dir=str(first), wandb_project="p", wandb_mode="disabled")
+    overrides = trial_overrides(job, "trial_00002")
+    assert (overrides["project"], overrides["name"]) == (str(first / "trials"), "trial_00002")
+    assert overrides["patience"] > 10**5 and overrides["resume"] is False  # tune's stopper owns patience
 
 
 # ---------------------------------------------------------------------------------------------------- on Ray
@@ -256,6 +174,9 @@ def test_tiny_experiment_asha_outputs_wandb(tmp_path: Path, ray_tune, capsys: py
         runs = [run for folder in folders for run in wandb_run_records(folder)]
         assert runs and {(r.run_id, r.run_group, r.display_name) for r in runs} == {
             (wandb_id(exp.name, trial_id), exp.name, record["name"])}
+        for run in runs:  # searched parameters at the config's top level: W&B's parallel coordinates see them
+            config = {item.key: item.value_json for item in run.config.update}
+            assert {"box", "epochs"} <= set(config), sorted(config)
         assert len(folders) == (1 if record["end"] == "completed" else 2)
 
     from raytrain.cli import main as cli_main

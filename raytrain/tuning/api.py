@@ -1,0 +1,127 @@
+"""The public :func:`tune` (``raytrain.tune(...)``) and ``raytrain tune SPACE.yaml [key=value ...]``.
+
+Ray Tune + Optuna (TPE) + ASHA + a patience rule, one ``raytrain fit`` run per trial: the space file is read and
+validated (:mod:`raytrain.tuning.space`), the experiment runs (:mod:`raytrain.tuning.orchestrate`), and the result
+is read back from the experiment folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raytrain.config import Config, ConfigError
+from raytrain.tuning.experiment import Experiment
+from raytrain.tuning.orchestrate import run_experiment
+from raytrain.tuning.space import TuneSpec, load_space
+from raytrain.tuning.trial import TRAINER_FACTORY
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` returns."""
+
+    experiment_dir: Path
+    best_config: Config | None  # the best trial's full training config (also in best.yaml)
+    best_metric: float | None
+    metric: str
+    mode: str
+    trials: list[dict[str, Any]] = field(default_factory=list)  # one row per trial, best first (as trials.csv)
+
+    def dataframe(self) -> Any:
+        """The trials table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.trials)
+
+
+def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _trainer_factory: str = TRAINER_FACTORY,
+         **overrides: Any) -> TuneResult:
+    """Search training hyperparameters: one ``raytrain fit`` run per trial, scheduled by Ray Tune.
+
+    Ray must be running (``ray.init(include_dashboard=True)``, or a cluster); ``start_ray=True`` (what
+    ``raytrain tune`` does) starts a local Ray with the dashboard, or connects to ``address=`` / ``RAY_ADDRESS``,
+    and shuts it down afterwards. The search space is validated before any trial starts.
+
+    Args:
+        space: a search-space YAML file, or the same structure as a dict.
+        start_ray: start (and afterwards stop) Ray when it is not running.
+        **overrides: experiment settings (``num_samples=4``, ``name=x``, ``resume=True``, ...) or training
+            arguments (``epochs=3``, ``data=coco128``; a searched argument given here is fixed).
+
+    Returns:
+        A :class:`TuneResult` (experiment folder, best config and metric, the ranked trials).
+    """
+    import ray
+
+    spec = load_space(space, overrides)
+    if ray.is_initialized():
+        return _result(run_experiment(spec, _trainer_factory), spec)
+    if not start_ray:
+        raise RuntimeError("raytrain.tune() needs Ray running: call ray.init(include_dashboard=True) first "
+                           "(ray.init(address='auto') to join a cluster), or pass start_ray=True.")
+    from raytrain.cluster.local import init_ray
+
+    init_ray(spec.address or os.environ.get("RAY_ADDRESS"))
+    try:
+        return _result(run_experiment(spec, _trainer_factory), spec)
+    finally:
+        ray.shutdown()
+
+
+def _result(exp: Experiment, spec: TuneSpec) -> TuneResult:
+    best = exp.best_trial()
+    rows = []
+    for t in exp.ranked():
+        value, epoch = t.best(exp.metric, exp.mode)
+        rows.append({"trial": t.name, "trial_id": t.trial_id, "end": t.end, "epochs_run": t.epochs_run,
+                     f"final {exp.metric}": t.final(exp.metric), f"best {exp.metric}": value, "best_epoch": epoch,
+                     **t.params})
+    return TuneResult(experiment_dir=exp.path,
+                      best_config=spec.trial_config(best.params) if best else None,
+                      best_metric=best.best(exp.metric, exp.mode)[0] if best else None,
+                      metric=exp.metric, mode=exp.mode, trials=rows)
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def main(positional: list[str], args: dict[str, Any]) -> int:
+    """``raytrain tune SPACE.yaml [key=value ...]``: start (or connect to) Ray with the dashboard, then tune."""
+    if len(positional) > 1:
+        raise ConfigError("usage: raytrain tune SPACE.yaml [key=value ...] (one search-space file)")
+    space = positional[0] if positional else default_space()
+    result = tune(space, start_ray=True, **args)
+    unfinished = _print_summary(result)
+    if unfinished:  # interrupted (Ctrl-C): Tune saved its state
+        print(f"{unfinished} trial(s) unfinished. Continue with: raytrain tune {space} "
+              f"name={result.experiment_dir.name} project={result.experiment_dir.parent} resume=True")
+        return 130
+    return 0
+
+
+def default_space() -> Path:
+    """``search_spaces/quickstart.yaml`` next to the package (what ``raytrain tune`` with no file runs)."""
+    path = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
+    if not path.is_file():
+        raise ConfigError("usage: raytrain tune SPACE.yaml [key=value ...] (the quickstart space was not found "
+                          f"at {path})")
+    return path
+
+
+def _print_summary(result: TuneResult) -> int:
+    """Print the ranked trials and where the outputs are; returns how many trials did not finish."""
+    from raytrain.tuning.experiment import load_experiment
+    from raytrain.tuning.report import BEST_YAML, TRIALS_CSV, format_table
+
+    exp = load_experiment(result.experiment_dir)
+    print(format_table(exp))
+    if result.best_metric is not None:
+        print(f"\nBest {result.metric}: {result.best_metric:.6g}. Config: {result.experiment_dir / BEST_YAML} "
+              f"(raytrain fit cfg={result.experiment_dir / BEST_YAML})")
+    print(f"Results: {result.experiment_dir / TRIALS_CSV}; 'raytrain results {result.experiment_dir}' redraws them.")
+    return sum(t.end in ("running", "pending") for t in exp.trials)
+
+
+__all__ = ["TuneResult", "default_space", "main", "tune"]

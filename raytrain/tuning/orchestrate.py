@@ -1,0 +1,209 @@
+"""Orchestrating a tune experiment on a running Ray: folder, capacity, the Tuner (Optuna, ASHA, stopper), restore.
+
+The trial function itself reserves almost nothing (its Train workers reserve the real resources), and the number of
+concurrent trials is capped at what the cluster can hold, because Tune does not count Train's workers. Stable names
+make everything resumable: the experiment is ``project/name``; each trial's Train run is named after its trial
+under ``project/name/_train``, so ``resume=True`` (``Tuner.restore``) keeps finished trials and continues the rest.
+
+A stopped trial's Train workers are freed by Ray Train's cleaner, which needs the Ray dashboard (State API): the
+CLI starts Ray with it, and :func:`check_dashboard` warns when it is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raytrain.cluster.compat import TRIAL_TOKEN_RESOURCES, dashboard_url
+from raytrain.config import Config, ConfigError
+from raytrain.files import atomic_write, next_run_dir
+from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
+from raytrain.tuning.results import summarize
+from raytrain.tuning.space import TuneSpec
+from raytrain.tuning.status import make_status_callback
+from raytrain.tuning.stopping import StatusFile, make_patience_stopper, make_scheduler
+from raytrain.tuning.trial import TRAIN_FOLDER, TrialJob, run_trial, trial_name
+
+LOGGER = logging.getLogger("raytrain")
+
+
+# -------------------------------------------------------------------------------------------------- capacity
+def trial_footprint(cfg: Config) -> tuple[int, float, int]:
+    """(training workers, CPUs, GPUs) one trial's Train worker group reserves."""
+    workers = cfg.num_workers or 1
+    gpu = cfg.device.strip().lower() not in ("cpu", "mps")
+    return workers, workers * cfg.cpus_per_worker, workers if gpu else 0
+
+
+def concurrency_cap(spec: TuneSpec, cluster: Mapping[str, float]) -> int:
+    """How many trials the cluster can train at once: by GPUs for GPU trials, else by CPUs.
+
+    Tune does not see the Train workers a trial starts, so it would happily start more trials than there are
+    workers for; they would then wait for resources forever. ``max_concurrent_trials`` may lower the cap.
+    """
+    _, cpus, gpus = trial_footprint(spec.base_config)
+    if gpus and cluster.get("GPU", 0) >= gpus:
+        fits = int(cluster.get("GPU", 0) // gpus)
+    else:
+        fits = int((cluster.get("CPU", 0) + 1e-9) // cpus)
+    if fits < 1:
+        what = f"{gpus} GPU(s)" if gpus else f"{cpus:g} CPU(s)"
+        raise ConfigError(f"{spec.source}: resources: one trial needs {what} for its training workers, but the "
+                          f"cluster has {dict(cluster)}: lower resources.workers / cpus_per_worker, or set "
+                          f"gpu: false.")
+    if spec.max_concurrent_trials:
+        if spec.max_concurrent_trials > fits:
+            LOGGER.warning("max_concurrent_trials=%d but the cluster holds %d trial(s) at once now: the others "
+                           "wait for workers (fine on an autoscaling cluster).", spec.max_concurrent_trials, fits)
+        return spec.max_concurrent_trials
+    return fits
+
+
+# -------------------------------------------------------------------------------------------------- experiment
+def experiment_dir(spec: TuneSpec) -> Path:
+    """``project/name``: a fresh name (name, name2, ...) unless ``resume`` or ``exist_ok``."""
+    project = Path(spec.project).expanduser().resolve()
+    if spec.resume:
+        path = project / spec.name
+        if not (path / SPACE_FILE).is_file():
+            raise ConfigError(f"resume=True: no tune experiment to resume at {path} (give name=...).")
+        return path
+    return next_run_dir(project, spec.name, exist_ok=spec.exist_ok)
+
+
+def resolve_train_args(spec: TuneSpec) -> dict[str, Any]:
+    """The fixed arguments resolved once, on the driver, before trials start (Ray must be running).
+
+    Trials run in their own working directories (possibly on other nodes), so relative ``data=`` / ``model=`` paths
+    would break there; built-in datasets are generated or downloaded and scanned here, once, not by every trial.
+    """
+    from raytrain.train.plan import resolve_config
+
+    try:
+        return resolve_config(spec.base_config).to_dict()
+    except ConfigError as e:
+        raise ConfigError(f"{spec.source}: train: {e}") from None
+
+
+def check_dashboard(spec: TuneSpec) -> str | None:
+    """The Ray dashboard URL; warns when it is missing and trials can be stopped early (workers would leak)."""
+    url = dashboard_url()
+    stops_early = spec.scheduler == "asha" or spec.patience or spec.time_budget_s
+    if not url and stops_early:
+        LOGGER.warning("The Ray dashboard is not running: when ASHA or the patience rule stops a trial, its Train "
+                       "workers are only freed by Ray's cleaner, which needs the dashboard. Install ray[default] "
+                       "and start Ray with the dashboard, or later trials may wait forever.")
+    return url
+
+
+def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, trainer_factory: str) -> TrialJob:
+    return TrialJob(
+        train=resolve_train_args(spec), param_names=tuple(spec.space), experiment=exp_dir.name,
+        experiment_dir=str(exp_dir), train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
+        wandb_project=spec.wandb_project or Path(spec.project).name, wandb_mode=spec.wandb_mode,
+        trainer_factory=trainer_factory,
+    )
+
+
+def join_storage(root: str, *parts: str) -> str:
+    """``root/part/...`` for a path or a URI; a URI's query (``s3://b/p?endpoint_override=...``) stays at the end."""
+    if "://" not in root:
+        return str(Path(root, *parts))
+    base, sep, query = root.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
+def make_sampler(spec: TuneSpec) -> Any:
+    """Optuna's sampler for the space: TPE (random for its first ``n_startup_trials`` trials) or random, seeded."""
+    import optuna
+
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.search_seed, n_startup_trials=spec.n_startup_trials)
+    return optuna.samplers.RandomSampler(seed=spec.search_seed)
+
+
+def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int,
+                max_failures: int) -> Any:
+    """The :class:`ray.tune.Tuner`: Optuna (define-by-run, seeded) behind a ConcurrencyLimiter, ASHA, stopper."""
+    import ray.tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    status = StatusFile(exp_dir / STATUS_FILE)
+    searcher = OptunaSearch(space=spec.sample_space, metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
+                            points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None)
+    tune_config = ray.tune.TuneConfig(
+        metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=cap), scheduler=make_scheduler(spec, status),
+        time_budget_s=spec.time_budget_s, reuse_actors=False,
+        trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+    )
+    run_config = ray.tune.RunConfig(
+        name=exp_dir.name, storage_path=storage_root, stop=make_patience_stopper(spec, status),
+        callbacks=[make_status_callback(spec, status, job)],
+        failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+        verbose=1,
+    )
+    return ray.tune.Tuner(trainable(job), tune_config=tune_config, run_config=run_config)
+
+
+def trainable(job: TrialJob) -> Any:
+    """The trial function with its job bound and a token reservation of its own (Train reserves the workers)."""
+    import ray.tune
+
+    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), dict(TRIAL_TOKEN_RESOURCES))
+
+
+def run_experiment(spec: TuneSpec, trainer_factory: str) -> Experiment:
+    """Run (or resume) the experiment on the running Ray; returns it read back, with its reports written.
+
+    Also after Ctrl-C: the reports and plots show what ran so far, then the interrupt propagates.
+    """
+    import ray
+
+    from raytrain.cluster.storage import resolve_storage
+
+    exp_dir = experiment_dir(spec)
+    storage_root = resolve_storage(spec.storage, spec.project)
+    if "://" not in storage_root:  # the default (the project folder) too: it is machine-local
+        from raytrain.cluster.storage import require_shared_storage
+
+        require_shared_storage(storage_root)
+    cap = concurrency_cap(spec, ray.cluster_resources())
+    dashboard = check_dashboard(spec)
+    base = spec.base_config
+    job = build_job(spec, exp_dir, storage_root, trainer_factory)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    if not spec.resume:
+        atomic_write(exp_dir / SPACE_FILE, yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name,
+                                                           "train": job.train}, sort_keys=False))
+    LOGGER.info("Tuning %d trial(s) of %s (%s %s) in %s: up to %d at a time, %d worker(s) per trial%s.",
+                spec.num_samples, ", ".join(spec.space), spec.mode, spec.metric, exp_dir, cap,
+                base.num_workers or 1, f"; dashboard {dashboard}" if dashboard else "")
+    LOGGER.info("TensorBoard: tensorboard --logdir %s", exp_dir)
+    tuner = restore_tuner(spec, job, exp_dir, storage_root, cap) if spec.resume else \
+        build_tuner(spec, job, exp_dir, storage_root, cap, max_failures=base.max_failures)
+    try:
+        tuner.fit()
+    finally:
+        exp = summarize(exp_dir).experiment  # also after Ctrl-C: the table and plots of what ran so far
+    return exp
+
+
+def restore_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int) -> Any:
+    """``Tuner.restore``: finished trials stay, unfinished and errored ones continue from their checkpoints."""
+    import ray.tune
+
+    path = join_storage(storage_root, exp_dir.name)
+    if not ray.tune.Tuner.canrestore_tuner(path):
+        raise ConfigError(f"resume=True: {path} has no Tune experiment state to restore.")
+    LOGGER.info("Resuming %s: finished trials are kept, unfinished trials continue from their last epoch.", path)
+    return ray.tune.Tuner.restore(path, trainable(job), resume_unfinished=True, resume_errored=True)
+
+
+__all__ = ["build_job", "build_tuner", "check_dashboard", "concurrency_cap", "experiment_dir", "join_storage",
+           "make_sampler", "run_experiment", "trial_footprint"]

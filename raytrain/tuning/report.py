@@ -1,0 +1,93 @@
+"""Writing a tune experiment's reports: ``trials.csv``, ``best.yaml`` / ``best.pt`` and the ranked text table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raytrain.files import atomic_write
+from raytrain.tuning.experiment import Experiment, TrialRecord
+
+LOGGER = logging.getLogger("raytrain")
+TRIALS_CSV = "trials.csv"
+BEST_YAML = "best.yaml"
+BEST_WEIGHTS = "best.pt"
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
+    """``trials.csv``: one row per trial, best first: parameters, final and best metric, epochs run, how it ended."""
+    path = path or exp.path / TRIALS_CSV
+    metric = exp.metric
+    header = ["rank", "trial", "end", "stopped_at_epoch", "epochs_run", "epochs_planned", f"final {metric}",
+              f"best {metric}", "best_epoch", *exp.param_names, "trial_id", "save_dir"]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for rank, t in enumerate(exp.ranked(), 1):
+        best, best_epoch = t.best(metric, exp.mode)
+        writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), t.epochs_run, _blank(t.epochs_planned),
+                         _fmt(t.final(metric)), _fmt(best), _blank(best_epoch),
+                         *(_blank(t.params.get(p)) for p in exp.param_names), t.trial_id, _blank(t.save_dir)])
+    return atomic_write(path, text.getvalue())  # a reader of a running experiment never sees half a table
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def write_best(exp: Experiment) -> TrialRecord | None:
+    """``best.yaml`` (the best trial's full training config: ``raytrain fit cfg=best.yaml``) and its ``best.pt``."""
+    from raytrain.config import make_config
+
+    best = exp.best_trial()
+    if best is None:
+        return None
+    train = dict(exp.space.get("train", {}))
+    cfg = make_config(train, {k: v for k, v in best.params.items() if k in exp.param_names})
+    value, epoch = best.best(exp.metric, exp.mode)
+    header = (f"# Best trial {best.name} ({best.trial_id}) of {exp.path}: {exp.metric}={value:.6g} at epoch {epoch} "
+              f"({best.end}).\n# Train it again with: raytrain fit cfg={exp.path / BEST_YAML}\n")
+    atomic_write(exp.path / BEST_YAML, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    weights = Path(best.save_dir) / "weights" / "best.pt" if best.save_dir else None
+    if weights is not None and weights.is_file():
+        shutil.copyfile(weights, exp.path / BEST_WEIGHTS)
+    elif best.save_dir:
+        LOGGER.warning("Best trial %s has no weights at %s.", best.name, weights)
+    return best
+
+
+# -------------------------------------------------------------------------------------------------------- table
+def format_table(exp: Experiment, limit: int | None = None) -> str:
+    """The ranked trials as an aligned text table (best first)."""
+    metric = exp.metric
+    params = exp.param_names
+    rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params]]
+    for rank, t in enumerate(exp.ranked()[:limit], 1):
+        best, _ = t.best(metric, exp.mode)
+        planned = f"/{t.epochs_planned}" if t.epochs_planned else ""
+        rows.append([str(rank), t.name, t.end, f"{t.epochs_run}{planned}", _fmt(best), _fmt(t.final(metric)),
+                     *(_short(t.params.get(p)) for p in params)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+__all__ = ["BEST_WEIGHTS", "BEST_YAML", "TRIALS_CSV", "format_table", "write_best", "write_trials_csv"]
