@@ -186,6 +186,14 @@ def test_images_stay_small():
         assert image.stat().st_size < 200_000, f"{image} is {image.stat().st_size} bytes; keep images < 200 KB"
 
 
+def test_results_page_names_the_plots_results_draws():
+    plots = pytest.importorskip("raytrain.tuning.plots", reason="raytrain.tuning.plots (Optuna's analysis) is absent")
+    drawn = {value for name, value in vars(plots).items() if name.endswith("_PLOT")}
+    tree = re.search(r"^```text\n(.*?)^```", (DOCS / "results.md").read_text(), re.S | re.M).group(1)
+    documented = set(re.findall(r"^  ([\w-]+\.png)", tree, re.M))
+    assert drawn and documented == drawn, f"docs/results.md lists {sorted(documented)}; results draws {sorted(drawn)}"
+
+
 # -------------------------------------------------------------------------------------------------- the build
 def test_slug_matches_python_markdown():
     assert slug("ASHA's efficiency") == "ashas-efficiency"
