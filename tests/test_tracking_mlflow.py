@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,34 @@ def test_tune_parent_and_child_runs(project: Path):
     assert steps(client, stopped.info.run_id, "fitness") == [(1, 0.2), (2, 0.22)]  # epoch 1 once
     assert "training_iteration" not in stopped.data.metrics and "timestamp" not in stopped.data.metrics
     assert steps(client, by_name["trial_3"].info.run_id, "fitness") == [(1, 0.1)]
+
+
+def test_no_secret_in_anything_a_tracker_writes(project: Path, monkeypatch):
+    """Secrets in the environment never reach a run folder, the local store, or the picklable TrackerInfo."""
+    secrets = {"WANDB_API_KEY": "w4nd" * 10, "MLFLOW_TRACKING_TOKEN": "mlfl0w" * 6,
+               "MLFLOW_TRACKING_PASSWORD": "pw" * 9, "AWS_SECRET_ACCESS_KEY": "aws5" * 10}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    info = TrackerInfo(save_dir=project / "secret", name="secret", run_id="fit-secret", project="detect",
+                       params={"lr0": 0.02}, wandb_mode="offline")
+    names = ["wandb", "tensorboard", "mlflow"]
+    loggers = open_loggers(names, info, {"lr0": 0.02, "epochs": 2})
+    assert loggers.names == names
+    for epoch, fitness in ((1, 0.1), (2, 0.3)):
+        loggers.log_epoch(row(epoch, fitness), epoch)
+    loggers.log_summary({"fitness": 0.3})
+    loggers.finish()
+    written = [p for p in [*project.glob("mlflow.db*"), *(project / "secret").rglob("*")] if p.is_file()]
+    assert any("tfevents" in p.name for p in written) and any(p.name.endswith(".wandb") for p in written)
+    with sqlite3.connect(project / "mlflow.db") as db:
+        assert db.execute("select count(*) from metrics where key = 'fitness' and run_uuid = ?",
+                          (json.loads((project / "secret" / TRACKING_FILE).read_text())["mlflow"]["mlflow_run_id"],)
+                          ).fetchone() == (2,)
+    for path in written:
+        data = path.read_bytes()
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as z:
+                data = b"".join(z.read(n) for n in z.namelist())
+        for name, value in secrets.items():
+            assert value.encode() not in data, f"{name} written to {path}"
+    assert not any(value in repr(info) for value in secrets.values())

@@ -42,6 +42,10 @@ class ClearMLLogger:
 
         self.save_dir, self.online = Path(info.save_dir), has_clearml_credentials()
         Task.set_offline(not self.online)
+        # Report from a thread, not ClearML's reporting subprocess (its clearml.conf key development.
+        # report_use_subprocess): closing a task otherwise waits ~10 s on that process, in a Ray worker or on the
+        # tune driver, for each run.
+        Task._report_subprocess_enabled = False
         record = read_tracking_file(self.save_dir).get(TOOL, {})
         previous = record.get("task_id") if self.online and record.get("run_id") == info.run_id else None
         self.task = Task.init(project_name=info.project, task_name=info.name, tags=[info.group] if info.group else None,

@@ -38,9 +38,11 @@ class CometLogger:
         import comet_ml
 
         online = has_comet_credentials()
+        folder = Path(info.save_dir) / FOLDER
+        folder.mkdir(parents=True, exist_ok=True)  # Comet refuses an offline directory that does not exist
         # Only what raytrain logs: no code, git, environment or console capture, no automatic framework logging.
         settings = comet_ml.ExperimentConfig(
-            offline_directory=str(Path(info.save_dir) / FOLDER), name=info.name,
+            offline_directory=str(folder), name=info.name,
             tags=[info.group] if info.group else [], log_code=False, log_graph=False, parse_args=False,
             log_git_metadata=False, log_git_patch=False, log_env_details=False, log_env_gpu=False,
             log_env_host=False, log_env_cpu=False, log_env_network=False, log_env_disk=False,
