@@ -155,11 +155,13 @@ def test_too_few_finished_trials_give_a_note_not_a_chart(experiment: Path, capsy
     status["aaaa0001"]["end"] = "error"  # 3 finished trials left (0002, 0003, 0004) for 3 parameters
     (experiment / "trial_status.yaml").write_text(yaml.safe_dump(status))
     (experiment / IMPORTANCE_PLOT).write_bytes(b"an old chart")  # e.g. drawn by an older raytrain
+    (experiment / "metric_vs_params.png").write_bytes(b"an older raytrain's hand-drawn slices")
     summary = summarize(experiment)
     assert summary.importance.values is None and summary.importance.trials == 3
     assert summary.importance.note == ("Parameter importance: 3 finished trial(s); fANOVA needs at least 4 for 3 "
                                        "parameters to say anything (run more trials: num_samples=...).")
     assert not (experiment / IMPORTANCE_PLOT).exists()  # an old chart cannot mislead
+    assert not (experiment / "metric_vs_params.png").exists()  # replaced by param_slices.png
     assert all(png(experiment / name) for name in PLOTS)
     assert cli_main(["results", str(experiment)]) == 0
     assert "fANOVA needs at least 4" in capsys.readouterr().out

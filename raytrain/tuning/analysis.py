@@ -48,7 +48,7 @@ def searched_params(exp: Experiment) -> dict[str, Param]:
 
 @contextmanager
 def quiet_optuna() -> Iterator[Any]:
-    """Optuna without its INFO lines ("A new study created in memory") and experimental-API warnings; restored."""
+    """Optuna without its INFO lines ("A new study created in memory") and plotting warnings; restored after."""
     import warnings
 
     import optuna
@@ -58,6 +58,8 @@ def quiet_optuna() -> Iterator[Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # matplotlib, when every trial has the same value of a parameter: it widens the axis itself
+            warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
             yield optuna
     finally:
         optuna.logging.set_verbosity(verbosity)

@@ -20,6 +20,9 @@ PARALLEL_PLOT = "parallel_coordinates.png"
 SLICE_PLOT = "param_slices.png"
 IMPORTANCE_PLOT = "param_importance.png"
 PLOTS = (CURVES_PLOT, HISTORY_PLOT, PARALLEL_PLOT, SLICE_PLOT)  # drawn whenever a trial has finished
+# Drawn by raytrain before Optuna's analysis (param_slices.png replaces it): removed on redraw, as it is no longer
+# updated and would show an old state of a running experiment.
+LEGACY_PLOTS = ("metric_vs_params.png",)
 SLICE_PARAMS = 4  # slices for the top parameters only: one panel each, readable side by side
 _STYLES = {"completed": "-", "asha-stopped": "--", "patience-stopped": "-.", "time-budget": ":", "error": ":",
            "running": "-", "pending": "-"}
@@ -47,6 +50,8 @@ def plot_experiment(exp: Experiment, study: Any, names: list[str], importance: I
     importance chart is drawn, and one left by an earlier ``raytrain results`` is removed, so it cannot mislead.
     """
     plt = _pyplot()
+    for name in LEGACY_PLOTS:
+        (exp.path / name).unlink(missing_ok=True)
     written = [_save(plt, _plot_curves(exp, plt), exp.path / CURVES_PLOT)]
     if not finished_trials(study):
         return written
