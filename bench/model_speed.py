@@ -1,4 +1,4 @@
-"""Time YOLOv8 training steps (forward + backward) and inference forwards on this machine.
+"""Time YOLOv8 training steps (forward + backward) and inference (forward + decoding) on this machine.
 
 Run: ``python bench/model_speed.py [--arch yolov8n] [--imgsz 320] [--batch 16 1] [--iters 5] [--device cpu]``.
 Prints milliseconds per iteration and images per second for each batch size. The backward pass uses a stand-in
@@ -38,12 +38,13 @@ def time_train_step(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup:
 
 @torch.no_grad()
 def time_inference(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int = 1) -> float:
-    """Median seconds of one eval-mode forward (decoded output) over ``iters`` timed runs."""
+    """Median seconds of one inference (eval-mode forward, then decoding: ``model.decode(model(x))``) over ``iters``
+    timed runs."""
     model.eval()
     times = []
     for i in range(warmup + iters):
         start = time.perf_counter()
-        model(x)
+        model.decode(model(x))
         _sync(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -70,7 +71,7 @@ def main() -> None:
         train_s = time_train_step(model, x, args.iters)
         infer_s = time_inference(model, x, args.iters)
         print(f"batch {batch:3d}: forward+backward {train_s * 1e3:9.1f} ms/iter {batch / train_s:7.1f} img/s | "
-              f"inference forward {infer_s * 1e3:9.1f} ms/iter {batch / infer_s:7.1f} img/s")
+              f"inference {infer_s * 1e3:9.1f} ms/iter {batch / infer_s:7.1f} img/s")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from test_data_helpers import write_dataset
+from data_helpers import write_dataset
 
 from raytrain.cli import main as cli_main
 from raytrain.data.check import main

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_data_helpers import write_dataset, write_image
+from data_helpers import write_dataset, write_image
 
 from raytrain.data import DatasetError, load_image, resolve_data, scan_split
 from raytrain.data.labels import img2label_path, parse_label_rows

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data_helpers import write_dataset, write_image
+from data_helpers import write_dataset, write_image
 
 from raytrain.config import Config
 from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split

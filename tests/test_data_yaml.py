@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_data_helpers import write_dataset, write_image
+from data_helpers import write_dataset, write_image
 
 from raytrain.config import ConfigError
 from raytrain.data import DatasetError, resolve_data
-from raytrain.data.dataset_yaml import datasets_dir, is_writable_dir, parse_names, read_dataset_yaml
+from raytrain.data.common import datasets_dir, is_writable_dir
+from raytrain.data.dataset_yaml import parse_names, read_dataset_yaml
 
 
 def test_resolve_yaml_makes_every_path_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

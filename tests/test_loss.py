@@ -193,6 +193,10 @@ def test_fits_the_model_and_reaches_every_parameter():
     assert torch.isfinite(parts).all() and (parts > 0).all()
     # DDP without find_unused_parameters needs a gradient for every trainable parameter, on every step.
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    # Validation computes its loss on the same kind of output, from the eval-mode forward.
+    with torch.no_grad():
+        _, val_parts = loss(model.eval()(torch.rand(1, 3, 64, 64)), targets, (64, 64))
+    assert torch.isfinite(val_parts).all() and (val_parts > 0).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,8 +1,11 @@
-"""raytrain checkpoints: weights_only round trip, EMA choice, atomic writes, clear errors, weight transfer."""
+"""raytrain checkpoints: weights_only round trip, EMA choice, atomic writes, clear errors, weight transfer, and the
+driver-side check of every file a run will load (inspect_checkpoint)."""
 
 from __future__ import annotations
 
 import pickle
+import sys
+import types
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from raytrain.config import Config, ConfigError
 from raytrain.models import (
     CheckpointError,
     build_model,
+    inspect_checkpoint,
     load_checkpoint,
     load_model,
     make_checkpoint,
@@ -66,7 +70,7 @@ def test_model_from_checkpoint_prefers_ema(tmp_path, trained_ckpt):
     assert not loaded.training and loaded.nc == 2
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(loaded(x), with_ema.eval()(x))
+        assert torch.equal(loaded.decode(loaded(x)), with_ema.eval().decode(with_ema(x)))
 
 
 def test_save_replaces_an_existing_file(tmp_path, trained_ckpt):
@@ -141,3 +145,99 @@ def test_transfer_weights_when_class_count_differs(trained_ckpt):
     # From 80 classes the class branch is wider (max(64, min(nc, 100)) channels in yolov8n), so all of cv3 is new:
     # 3 levels x (2 Convs x 5 tensors + weight + bias) = 36 differ; the scalar BN counters still transfer.
     assert transfer_weights(build_model("yolov8n", nc=3), build_model("yolov8n", nc=80).state_dict()) == (319, 355)
+
+
+# --- inspect_checkpoint: one line naming the argument, the file, what it is and what to do ---
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, trained_ckpt):
+    """A real raytrain checkpoint (yolov8n, nc=2) on disk."""
+    return save_checkpoint(tmp_path_factory.mktemp("inspect") / "last.pt", trained_ckpt)
+
+
+def _inspect_error(path, key="model", nc=None) -> str:
+    with pytest.raises(CheckpointError) as info:
+        inspect_checkpoint(path, key=key, nc=nc)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{key}={path}")  # one line, naming the argument and file
+    return message
+
+
+def test_inspect_returns_the_checkpoint(saved):
+    for key in ("model", "pretrained", "resume"):
+        ckpt = inspect_checkpoint(saved, key=key, nc=2)
+        assert (ckpt["arch"], ckpt["nc"], ckpt["epoch"]) == ("yolov8n", 2, 3)
+    assert inspect_checkpoint(saved, key="pretrained", nc=80)["nc"] == 2  # matching tensors transfer: any nc
+
+
+@pytest.mark.parametrize("key", ["model", "pretrained", "resume"])
+def test_inspect_names_files_that_are_no_checkpoint(tmp_path, key):
+    random_file = tmp_path / "random.pt"
+    random_file.write_bytes(bytes(np_random_bytes(1000)))
+    assert "is not a PyTorch checkpoint file" in _inspect_error(random_file, key)
+    text = tmp_path / "notes.pt"
+    text.write_text("epochs: 10\nlr0: 0.01\n")
+    assert "is a text file (it begins 'epochs: 10'), not a checkpoint" in _inspect_error(text, key)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    message = _inspect_error(empty, key)
+    assert "is an empty file (0 bytes)" in message
+    what_to_do = {"model": "model=yolov8n", "pretrained": "pretrained=False", "resume": "weights/last.pt"}[key]
+    assert what_to_do in message
+    assert "no such file" in _inspect_error(tmp_path / "missing.pt", key)
+    assert "is a folder, not a checkpoint file" in _inspect_error(tmp_path, key)
+
+
+def np_random_bytes(n: int) -> bytes:
+    """Seeded random bytes that start with neither a zip nor a pickle header (as a random file almost surely does)."""
+    import numpy as np
+
+    data = np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
+    assert data[:1] not in (b"P", b"\x80")
+    return data
+
+
+def test_inspect_names_a_truncated_raytrain_checkpoint(tmp_path, saved):
+    data = saved.read_bytes()
+    for keep in (len(data) // 2, 4096):  # cut among the tensors, or just after the header
+        truncated = tmp_path / f"last_{keep}.pt"
+        truncated.write_bytes(data[:keep])
+        message = _inspect_error(truncated, "resume")
+        assert "is a damaged raytrain checkpoint" in message and "(truncated? e.g. the disk filled up" in message
+        assert "weights/epochN.pt" in message
+    other = tmp_path / "other_truncated.pt"
+    torch.save({"weights": torch.zeros(1000)}, other)
+    other.write_bytes(other.read_bytes()[:2000])
+    assert "is a damaged PyTorch file (truncated?" in _inspect_error(other, "pretrained")
+
+
+def test_inspect_points_an_ultralytics_pickle_to_convert(tmp_path, monkeypatch):
+    # Ultralytics' classes, faked so the test needs no ultralytics: the pickle only records their module and name.
+    tasks = types.ModuleType("ultralytics.nn.tasks")
+
+    class DetectionModel:
+        pass
+
+    DetectionModel.__module__, DetectionModel.__qualname__ = tasks.__name__, "DetectionModel"
+    tasks.DetectionModel = DetectionModel
+    for name in ("ultralytics", "ultralytics.nn"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, tasks.__name__, tasks)
+    path = tmp_path / "yolov8n.pt"
+    torch.save({"model": DetectionModel(), "epoch": -1}, path)
+    monkeypatch.delitem(sys.modules, tasks.__name__)  # as on a machine without ultralytics
+    message = _inspect_error(path, "model")
+    assert "is an Ultralytics checkpoint" in message and f"raytrain convert {path} converted.pt" in message
+
+
+def test_inspect_checks_the_class_count_and_the_arch(tmp_path, saved, trained_ckpt):
+    message = _inspect_error(saved, "model", nc=3)
+    assert "predicts 2 classes but the dataset has 3" in message and f"model=yolov8n pretrained={saved}" in message
+    assert "predicts 2 classes but the dataset has 80: resume with the dataset" in _inspect_error(saved, "resume", 80)
+    future = tmp_path / "yolov9n.pt"
+    torch.save({**trained_ckpt, "arch": "yolov9n"}, future)
+    assert "unknown arch 'yolov9n'" in _inspect_error(future, "pretrained")
+    state_dict = tmp_path / "state_dict.pt"
+    torch.save(build_model("yolov8n", nc=1).state_dict(), state_dict)
+    assert f"plain state_dict (355 tensors), not a raytrain checkpoint. If it is an Ultralytics YOLOv8 " \
+           f"DetectionModel state_dict, convert it: raytrain convert {state_dict}" in _inspect_error(state_dict)

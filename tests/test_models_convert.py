@@ -49,8 +49,9 @@ def test_state_dict_round_trips_through_convert(tmp_path, ours_state_dict):
     converted = load_model(out)
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        expected = model.half().float()(x)  # the file held fp16 weights, as Ultralytics' releases do
-        assert (converted(x) - expected).abs().max().item() < 1e-4
+        fp16 = model.half().float()  # the file held fp16 weights, as Ultralytics' releases do
+        expected = fp16.decode(fp16(x))
+        assert (converted.decode(converted(x)) - expected).abs().max().item() < 1e-4
 
 
 def test_cli_convert(tmp_path, ours_state_dict, capsys):
@@ -127,8 +128,10 @@ def test_converted_model_matches_ultralytics(tmp_path, ultralytics_tasks, scale)
     assert converted.arch == f"yolov8{scale}" and converted.nc == 80
     x = torch.rand(2, 3, 128, 96)
     with torch.no_grad():
-        expected = reference(x)[0]  # eval mode: (decoded, raw)
-        got = converted(x)
+        expected, raw = reference(x)  # Ultralytics' eval mode: (decoded, raw maps)
+        maps = converted(x)
+        got = converted.decode(maps)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(maps, raw, strict=True))  # the same raw maps
     assert got.shape == expected.shape == (2, 84, 16 * 12 + 8 * 6 + 4 * 3)
     assert (got - expected).abs().max().item() < 1e-3
 
@@ -146,4 +149,4 @@ def test_pickled_ultralytics_checkpoint(tmp_path, ultralytics_tasks):
     reference = torch.load(tmp_path / "ultralytics.pt", weights_only=False)["model"].float().eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        assert (converted(x) - reference(x)[0]).abs().max().item() < 1e-3
+        assert (converted.decode(converted(x)) - reference(x)[0]).abs().max().item() < 1e-3

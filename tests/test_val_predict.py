@@ -17,7 +17,7 @@ BOX_INPUT_XYWH = [32.0, 32.0, 32.0, 16.0]
 
 
 class FakeDetector(nn.Module):
-    """Eval mode: (B, 4 + nc, A) with one confident box of class 1 at BOX_INPUT_XYWH. Train mode: raw maps."""
+    """Raw maps from forward; ``decode`` gives (B, 4 + nc, A) with one confident box of class 1 at BOX_INPUT_XYWH."""
 
     def __init__(self, nc: int = 2):
         super().__init__()
@@ -26,16 +26,16 @@ class FakeDetector(nn.Module):
         self.bn = nn.BatchNorm2d(4)
 
     def forward(self, x: torch.Tensor):
-        feat = self.bn(self.conv(x))
-        if self.training:
-            return [feat]
-        b = x.shape[0]
+        return [self.bn(self.conv(x))]
+
+    def decode(self, maps):
+        b = maps[0].shape[0]
         out = torch.zeros(b, 4 + self.nc, 3)
         out[:, :4, 0] = torch.tensor(BOX_INPUT_XYWH)
         out[:, 4 + 1, 0] = 0.9  # class 1
         out[:, :4, 1] = torch.tensor([10.0, 10, 4, 4])  # a low-score box of class 0: a false positive at conf 0.001
         out[:, 4, 1] = 0.01
-        return out + 0 * feat.mean()
+        return out + 0 * maps[0].mean()
 
 
 def fake_loader(batches: int = 2, batch_size: int = 2):
@@ -51,7 +51,7 @@ def fake_loader(batches: int = 2, batch_size: int = 2):
 
 
 def fake_loss(preds, targets, img_hw):
-    assert isinstance(preds, list) and img_hw == INPUT_HW  # the train-mode outputs
+    assert isinstance(preds, list) and img_hw == INPUT_HW  # the raw maps
     parts = torch.tensor([1.0, 2.0, 3.0])
     return parts.sum() * len(targets), parts
 
@@ -97,21 +97,39 @@ def test_image_id():
     assert image_id("/x/000000000009.jpg") == 9 and image_id("cat_1.png") == "cat_1"
 
 
-def test_one_pass_outputs_match_eval_mode_and_leave_batchnorm_alone():
-    from raytrain.engine.validate import decoded_and_raw_outputs
+def test_evaluate_refuses_a_model_without_decode():
+    class NoDecode(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+    with pytest.raises(TypeError, match="needs a model with decode.*NoDecode has none"):
+        evaluate(NoDecode(), fake_loader(1, 1), device="cpu", names=["a", "b"])
+
+
+def test_evaluate_scores_the_decoded_maps_of_one_eval_pass_and_leaves_batchnorm_alone():
+    """A real yolov8n: one forward per batch (eval mode) feeds both the loss and, decoded, the metrics."""
     from raytrain.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("yolov8n", nc=3).eval()
+    model = build_model("yolov8n", nc=2).train()
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     running_mean = bn.running_mean.clone()
-    imgs = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(imgs)
-        decoded, raw = decoded_and_raw_outputs(model, imgs)
-    assert torch.allclose(decoded, expected, atol=1e-5)
-    assert [tuple(r.shape) for r in raw] == [(2, 64 + 3, 8, 8), (2, 64 + 3, 4, 4), (2, 64 + 3, 2, 2)]
-    assert not any(m.training for m in model.modules()) and torch.equal(bn.running_mean, running_mean)
+    seen = []
+
+    def recording_loss(maps, targets, img_hw):
+        seen.append([m.clone() for m in maps])
+        return torch.zeros(()), torch.tensor([1.0, 2.0, 3.0])
+
+    batch = next(fake_loader(1, 2))
+    result = evaluate(model, [batch], device="cpu", names=["a", "b"], conf=0.25, loss_fn=recording_loss)
+    assert len(seen) == 1 and [tuple(m.shape) for m in seen[0]] == [(2, 66, 8, 8), (2, 66, 4, 4), (2, 66, 2, 2)]
+    assert all(m.training for m in model.modules())  # modes restored
+    model.eval()
+    with torch.no_grad():  # the loss saw the eval-mode maps: BatchNorm from running statistics
+        expected = model(batch["img"].float() / 255)
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], expected, strict=True))
+    assert torch.equal(bn.running_mean, running_mean) and result.metrics["val/cls_loss"] == 2.0
 
 
 def test_evaluate_gathers_across_ranks(monkeypatch):
@@ -268,3 +286,44 @@ def test_cli_clean_errors(tiny, tmp_path, capsys):
     assert "needs model=" in capsys.readouterr().err
     assert main(["predict", f"model={tiny / 'tiny.pt'}", f"source={tmp_path / 'missing'}"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+class BrightSquareDetector(nn.Module):
+    """A stand-in detector: its maps are the input image, and decoding finds the box of its near-white pixels."""
+
+    def forward(self, x: torch.Tensor):
+        return [x]
+
+    def decode(self, maps):
+        bright = maps[0].mean(1) > 0.9  # (B, H, W)
+        out = torch.zeros(len(bright), 4 + 1, 1)
+        for i, mask in enumerate(bright):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            out[i, :, 0] = torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, torch.tensor(0.9)))
+        return out
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp"])
+def test_predict_reads_letterboxes_and_maps_back_like_the_dataset(tmp_path, suffix):
+    """A white square at xyxy (40, 20, 80, 60) in a 200 x 100 grey image, predicted at imgsz 64: the image is read by
+    the dataset's loader, letterboxed (gain 0.32, 64 x 32 content, 16 px of padding on top) and the box mapped back.
+
+    In the input the square spans x 12.8-25.6 and y 22.4-35.2; the pixels more than 90 % white are x 13-24 and
+    y 23-34, i.e. x 40.6-78.1 and y 21.9-59.4 in the original: within 2.5 px of the square.
+    """
+    import cv2
+    import numpy as np
+
+    from raytrain.data import IMAGE_SUFFIXES, load_image
+    from raytrain.engine.predict import list_images, predict_image
+
+    image = np.full((100, 200, 3), 50, np.uint8)
+    image[20:60, 40:80] = 255
+    file = tmp_path / f"square{suffix}"
+    cv2.imwrite(str(file), image)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert list_images(tmp_path) == [file] and suffix in IMAGE_SUFFIXES
+    det = predict_image(BrightSquareDetector(), load_image(str(file)), imgsz=64, device=torch.device("cpu"))
+    assert det.shape == (1, 6) and det[0, 4:].tolist() == pytest.approx([0.9, 0.0])
+    assert det[0, :4].tolist() == pytest.approx([40.625, 21.875, 78.125, 59.375], abs=0.01)

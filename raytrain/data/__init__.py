@@ -10,12 +10,13 @@ from typing import Any
 
 _EXPORTS = {
     "DataSpec": "dataset_yaml",
-    "DatasetError": "dataset_yaml",
-    "datasets_dir": "dataset_yaml",
-    "resolve_data": "dataset_yaml",
+    "DatasetError": "common",
+    "datasets_dir": "common",
+    "resolve_data": "resolve",
+    "IMAGE_SUFFIXES": "images",
+    "load_image": "images",
     "ImageRecord": "labels",
     "SplitIndex": "labels",
-    "load_image": "labels",
     "scan_split": "labels",
     "YoloDataset": "loader",
     "YoloLoader": "loader",

@@ -10,8 +10,9 @@ import sys
 from typing import Any
 
 from raytrain.config import make_config
-from raytrain.data.dataset_yaml import DataSpec, resolve_data
+from raytrain.data.dataset_yaml import DataSpec
 from raytrain.data.labels import SplitIndex, scan_split
+from raytrain.data.resolve import resolve_data
 
 
 def summary_table(spec: DataSpec, indexes: dict[str, SplitIndex]) -> str:

@@ -1,27 +1,22 @@
-"""Dataset YAML files (Ultralytics format) and the one entry point :func:`resolve_data`.
+"""Dataset YAML files (Ultralytics format): reading and checking one, and the :class:`DataSpec` it resolves to.
 
 A dataset YAML names a root folder (``path``), the image sources of each split (``train``, ``val``, optional
 ``test``: a folder, a ``.txt`` list of image paths, or a list of either), the class ``names`` (list or
 ``{id: name}``) and optionally a ``download`` URL. Relative paths resolve against the YAML file's folder (``path``)
-and against ``path`` (the splits), so every path in a :class:`DataSpec` is absolute.
+and against ``path`` (the splits), so every path in a :class:`DataSpec` is absolute. The entry point from ``data=``
+(built-in names included) is :func:`raytrain.data.resolve.resolve_data`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from raytrain.config import ConfigError
+from raytrain.config import ConfigError, read_yaml_mapping
+from raytrain.data.common import DatasetError
 
 SPLITS = ("train", "val", "test")
-
-
-class DatasetError(ConfigError):
-    """A dataset that cannot be used (bad YAML, missing split, no usable image); the message names file and key."""
 
 
 @dataclass(frozen=True)
@@ -59,29 +54,6 @@ class DataSpec:
         return list(sources)
 
 
-def datasets_dir() -> Path:
-    """raytrain's datasets folder: ``$RAYTRAIN_DATASETS``, else ``$XDG_CACHE_HOME/raytrain/datasets``
-    (``~/.cache/raytrain/datasets``). Nothing is created here."""
-    env = os.environ.get("RAYTRAIN_DATASETS")
-    if env:
-        return Path(env).expanduser().resolve()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return (Path(cache).expanduser() / "raytrain" / "datasets").resolve()
-
-
-def is_writable_dir(path: str | Path) -> bool:
-    """Whether raytrain may write into the folder ``path``.
-
-    A folder without any write permission bit counts as read-only even for root (who bypasses permission checks),
-    so a dataset shared read-only (e.g. ``../shared/datasets``) is never written to, whoever runs raytrain.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return os.path.isdir(path) and bool(mode & 0o222) and os.access(path, os.W_OK)
-
-
 def read_dataset_yaml(yaml_file: str | Path) -> dict[str, Any]:
     """Read and type-check a dataset YAML without touching the split folders.
 
@@ -92,14 +64,13 @@ def read_dataset_yaml(yaml_file: str | Path) -> dict[str, Any]:
         DatasetError: missing file, invalid YAML, missing ``train``/``val``/``names``, or values of the wrong type.
     """
     yaml_file = Path(yaml_file).expanduser()
-    if not yaml_file.is_file():
-        raise DatasetError(f"data={yaml_file}: dataset YAML not found.")
     try:
-        raw = yaml.safe_load(yaml_file.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{yaml_file}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{yaml_file}: expected a mapping with train, val and names, got {type(raw).__name__}.")
+        raw = read_yaml_mapping(yaml_file, label=f"data={yaml_file}", kind="dataset YAML",
+                                expected="a mapping with train, val and names")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"data={yaml_file}: not a text file ({e}).") from e
+    except ConfigError as e:
+        raise DatasetError(str(e)) from e
     for key in ("train", "val", "names"):
         if raw.get(key) in (None, "", []):
             raise DatasetError(f"{yaml_file}: missing required key '{key}'.")
@@ -189,34 +160,3 @@ def missing_sources(yaml_file: Path, raw: dict[str, Any], root: Path) -> list[Pa
     for split in SPLITS:
         missing += [s for s in split_sources(root, raw.get(split)) or [] if not s.exists()]
     return missing
-
-
-def resolve_data(data: str | Path) -> DataSpec:
-    """The single entry point from ``data=`` to a usable :class:`DataSpec`.
-
-    Args:
-        data: ``shapes`` (generated offline on first use), ``coco8`` / ``coco128`` (downloaded on first use), or
-            the path of a dataset YAML (its ``download`` URL is fetched when its split folders are missing).
-
-    Raises:
-        DatasetError: unknown name, bad YAML, missing split folder, or a failed download (with the URL and where
-            to put the files by hand).
-    """
-    from raytrain.data import download, shapes
-
-    text = str(data).strip()
-    name = text.lower()
-    if name == "shapes":
-        return load_data_spec(shapes.ensure_shapes())
-    if name in download.BUILTIN:
-        return load_data_spec(download.ensure_builtin(name))
-    yaml_file = Path(text).expanduser()
-    if yaml_file.suffix.lower() not in (".yaml", ".yml"):
-        builtins = ", ".join(["shapes", *download.BUILTIN])
-        raise DatasetError(f"data={text!r} is neither a built-in dataset ({builtins}) nor a .yaml file.")
-    yaml_file = yaml_file.resolve()
-    raw = read_dataset_yaml(yaml_file)
-    root = dataset_root(yaml_file, raw)
-    if missing_sources(yaml_file, raw, root) and raw.get("download"):
-        root = download.ensure_yaml_download(yaml_file, raw, root)
-    return load_data_spec(yaml_file, root=root)

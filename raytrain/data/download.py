@@ -21,7 +21,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from raytrain.data.dataset_yaml import DatasetError, datasets_dir, is_writable_dir
+from raytrain.data.common import DatasetError, datasets_dir, is_writable_dir
+from raytrain.files import atomic_write
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -68,7 +69,7 @@ def ensure_builtin(name: str, *, url: str | None = None, root: Path | None = Non
                          required=[info["train"], info["val"]])
     yaml_file = root / "data.yaml"
     if not yaml_file.is_file():  # a dataset unzipped by hand
-        _write_atomic(yaml_file, builtin_yaml_text(name, url))
+        atomic_write(yaml_file, builtin_yaml_text(name, url))
     return yaml_file
 
 
@@ -146,15 +147,14 @@ def download_dataset(url: str, dest: Path, *, extra_files: dict[str, str] | None
 
 
 def fetch(url: str, path: Path, *, timeout: float = 30.0, dest: Path | None = None) -> Path:
-    """Download ``url`` to ``path`` (via ``path.part``) with a progress bar on stderr.
+    """Download ``url`` to ``path`` (atomically: :func:`raytrain.files.atomic_write`) with a progress bar on stderr.
 
     Raises:
         DatasetError: network or HTTP failure, or a truncated transfer; the message gives the URL and, with
             ``dest``, where to put the files by hand.
     """
-    part = path.with_name(path.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as f:
+    def download(tmp: Path) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             with _progress(total, f"Downloading {url}") as bar:
@@ -164,8 +164,10 @@ def fetch(url: str, path: Path, *, timeout: float = 30.0, dest: Path | None = No
                     bar.update(len(chunk))
         if total and done != total:
             raise OSError(f"transfer interrupted: got {done} of {total} bytes")
+
+    try:
+        return atomic_write(path, download)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        part.unlink(missing_ok=True)
         if isinstance(e, urllib.error.HTTPError):
             why = f"HTTP {e.code} {e.reason}."
         else:
@@ -173,8 +175,6 @@ def fetch(url: str, path: Path, *, timeout: float = 30.0, dest: Path | None = No
         where = (f" To install it by hand, unzip the archive so that {dest} holds the dataset, or put the archive "
                  f"at {dest.parent / path.name}, then run again.") if dest else ""
         raise DatasetError(f"could not download {url}: {why}{where}") from e
-    os.replace(part, path)
-    return path
 
 
 def _progress(total: int, desc: str):
@@ -265,9 +265,3 @@ def _move_into_place(content: Path, dest: Path) -> None:
             LOGGER.warning("%s already exists; keeping it instead of the downloaded copy.", dest / entry.name)
             continue
         os.replace(entry, dest / entry.name)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -5,29 +5,28 @@ Labels follow the YOLO convention: the label file of ``.../images/a/b.jpg`` is `
 normalised to [0, 1] (``xywh_n``). A bad file is skipped with a warning that names it and the reason; fixable
 problems (tiny overshoots clipped, duplicate rows dropped) are fixed and reported. The result is cached beside the
 labels (``labels/<split>.raytrain.cache``) or, when that folder is read-only, under the datasets folder, keyed by a
-hash of every path, size and modification time, so a changed, added or removed file rebuilds it.
+hash of every path, size and modification time, so a changed, added or removed file rebuilds it (see
+:mod:`raytrain.data.label_cache`). Images are decoded by :mod:`raytrain.data.images`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from raytrain.data.dataset_yaml import DatasetError, DataSpec, datasets_dir, is_writable_dir
+from raytrain.data.common import DatasetError
+from raytrain.data.dataset_yaml import DataSpec
+from raytrain.data.images import IMAGE_SUFFIXES, decode_image
+from raytrain.data.label_cache import cache_path, files_hash, read_cache, write_cache
 
 LOGGER = logging.getLogger("raytrain")
 
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-CACHE_VERSION = 1
 CLIP_TOLERANCE = 0.01  # coordinates up to 1% outside [0, 1] are clipped; further out, the file is rejected
 ROUNDING = 1e-4  # overshoots below this are label-writing rounding (e.g. 5e-7 in COCO), not reported
 MAX_WARNINGS = 20  # per scan; the rest are counted (raytrain check lists them all)
@@ -137,25 +136,6 @@ def orphan_labels(sources: Iterable[Path], images: list[str]) -> list[str]:
     return sorted(orphans)
 
 
-def load_image(im_file: str) -> np.ndarray:
-    """Decode an image as ``(h, w, 3)`` uint8 RGB, EXIF orientation applied.
-
-    Grayscale is replicated to 3 channels, alpha is dropped, 16-bit and float images are scaled to 8 bits
-    (float images are taken as [0, 1]).
-
-    Raises:
-        DatasetError: the file is missing, unreadable or not an image.
-    """
-    img = cv2.imread(im_file, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None or img.size == 0:
-        raise DatasetError(f"{im_file}: missing, unreadable or corrupt image.")
-    if img.dtype == np.uint16:
-        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
-    elif img.dtype != np.uint8:
-        img = cv2.convertScaleAbs(np.nan_to_num(img.astype(np.float32)), alpha=255.0)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 @dataclass
 class _Checked:
     im_file: str
@@ -242,12 +222,9 @@ def check_image_label(im_file: str, nc: int) -> _Checked:
     if not os.path.isfile(im_file):
         result.skip = "image not found"
         return result
-    try:
-        img = cv2.imread(im_file, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    except cv2.error as e:
-        img, result.skip = None, f"unreadable image ({e})"
-    if img is None or img.size == 0:
-        result.skip = result.skip or "unreadable or corrupt image"
+    img = decode_image(im_file)
+    if img is None:
+        result.skip = "unreadable or corrupt image"
         return result
     result.shape = (int(img.shape[0]), int(img.shape[1]))
     lb_file = img2label_path(im_file)
@@ -266,82 +243,29 @@ def check_image_label(im_file: str, nc: int) -> _Checked:
     return result
 
 
-def _stat_key(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return f"{path}|missing"
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
-
-
-def files_hash(images: list[str], orphans: list[str], nc: int) -> str:
-    """Hash of every image and label path with its size and mtime, the class count and the cache version."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}|nc={nc}".encode())
-    for f in images:
-        h.update(_stat_key(f).encode())
-        h.update(_stat_key(img2label_path(f)).encode())
-    for f in orphans:
-        h.update(f"orphan|{f}".encode())
-    return h.hexdigest()
-
-
-def cache_path(sources: list[Path]) -> tuple[Path, Path]:
-    """Primary cache file (beside the first source's labels) and the fallback under the datasets folder."""
-    first = Path(sources[0])
-    if first.is_dir():
-        label_dir = Path(img2label_path(str(first / "x.jpg"))).parent
-        primary = label_dir.parent / f"{label_dir.name}.raytrain.cache"
-    else:
-        primary = first.with_name(f"{first.stem}.raytrain.cache")
-    if len(sources) > 1:
-        tag = hashlib.sha1("|".join(map(str, sources)).encode()).hexdigest()[:8]
-        primary = primary.with_name(f"{primary.name[: -len('.raytrain.cache')]}-{tag}.raytrain.cache")
-    fallback_tag = hashlib.sha1(str(primary).encode()).hexdigest()[:16]
-    return primary, datasets_dir() / "label-cache" / f"{fallback_tag}-{primary.name}"
-
-
-def _save_cache(path: Path, digest: str, index: SplitIndex) -> None:
-    counts = np.asarray([len(r.labels) for r in index.records], np.int64)
+def _index_arrays(index: SplitIndex) -> dict[str, np.ndarray]:
+    """A scan as the plain arrays of its cache file (labels of all images concatenated, ``counts`` per image)."""
     labels = np.concatenate([r.labels for r in index.records]) if index.records else np.zeros((0, 5), np.float32)
-    arrays = {
-        "version": np.asarray(CACHE_VERSION),
-        "hash": np.asarray(digest),
+    return {
         "im_files": np.asarray([r.im_file for r in index.records], dtype=str),
         "shapes": np.asarray([r.shape for r in index.records], np.int64).reshape(-1, 2),
-        "counts": counts,
+        "counts": np.asarray([len(r.labels) for r in index.records], np.int64),
         "labels": labels.astype(np.float32).reshape(-1, 5),
         "skipped": np.asarray(index.skipped, dtype=str).reshape(-1, 2),
         "notes": np.asarray(index.notes, dtype=str).reshape(-1, 2),
         "stats": np.asarray([index.backgrounds, index.missing_labels, index.duplicates, index.clipped], np.int64),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
-def _load_cache(path: Path, digest: str, split: str, names: dict[int, str]) -> SplitIndex | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) != CACHE_VERSION or str(z["hash"]) != digest:
-                return None
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
+def _index_from_arrays(split: str, names: dict[int, str], data: dict[str, np.ndarray]) -> SplitIndex:
+    """The inverse of :func:`_index_arrays`."""
     ends = np.cumsum(data["counts"])
     labels = np.split(data["labels"], ends[:-1]) if len(ends) else []
-    records = [
-        ImageRecord(str(f), (int(s[0]), int(s[1])), lb)
-        for f, s, lb in zip(data["im_files"], data["shapes"], labels, strict=True)
-    ]
+    records = [ImageRecord(str(f), (int(s[0]), int(s[1])), lb)
+               for f, s, lb in zip(data["im_files"], data["shapes"], labels, strict=True)]
     backgrounds, missing, duplicates, clipped = (int(v) for v in data["stats"])
     return SplitIndex(split, names, records, [tuple(map(str, r)) for r in data["skipped"]],
-                      [tuple(map(str, r)) for r in data["notes"]], backgrounds, missing, duplicates, clipped,
-                      cache_file=path, from_cache=True)
+                      [tuple(map(str, r)) for r in data["notes"]], backgrounds, missing, duplicates, clipped)
 
 
 def _build_index(split: str, names: dict[int, str], images: list[str], orphans: list[str],
@@ -398,17 +322,15 @@ def scan_split(spec: DataSpec, split: str, *, strict: bool = True, workers: int 
     sources = spec.sources(split)
     images = list_images(sources)
     orphans = orphan_labels(sources, images)
-    digest = files_hash(images, orphans, spec.nc)
-    primary, fallback = cache_path(sources)
-    index = None
-    for candidate in (primary, fallback):
-        if candidate.is_file():
-            index = _load_cache(candidate, digest, split, spec.names)
-            if index is not None:
-                break
-    if index is None:
+    digest = files_hash(images, [img2label_path(f) for f in images], orphans, spec.nc)
+    primary, fallback = cache_path(sources, img2label_path)
+    cached = read_cache((primary, fallback), digest)
+    if cached is not None:
+        index = _index_from_arrays(split, spec.names, cached[1])
+        index.cache_file, index.from_cache = cached[0], True
+    else:
         index = _build_index(split, spec.names, images, orphans, workers or min(8, os.cpu_count() or 1))
-        index.cache_file = _write_cache(primary, fallback, digest, index)
+        index.cache_file = write_cache(primary, fallback, digest, _index_arrays(index))
     if warn and index.from_cache and (index.skipped or index.notes):  # the scan that built the cache listed them
         LOGGER.warning("%s: %d files skipped, %d fixed (see 'raytrain check' for the list).", split,
                        len(index.skipped), len(index.notes))
@@ -419,17 +341,3 @@ def scan_split(spec: DataSpec, split: str, *, strict: bool = True, workers: int 
         raise DatasetError(f"{spec.yaml_file}: '{split}' has no usable image in {where} "
                            f"({len(images)} found, {len(index.skipped)} skipped).")
     return index
-
-
-def _write_cache(primary: Path, fallback: Path, digest: str, index: SplitIndex) -> Path | None:
-    for path in (primary, fallback):
-        if path is primary and not is_writable_dir(path.parent):
-            continue
-        try:
-            _save_cache(path, digest, index)
-            return path
-        except OSError as e:
-            LOGGER.debug("cannot write label cache %s: %s", path, e)
-    LOGGER.warning("could not write the label cache (%s or %s); the split is checked again next time.",
-                   primary, fallback)
-    return None

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import math
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,8 +21,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from raytrain.config import Config, ConfigError
 from raytrain.data import augment as A
-from raytrain.data.dataset_yaml import datasets_dir, is_writable_dir
-from raytrain.data.labels import ImageRecord, SplitIndex, load_image
+from raytrain.data.common import datasets_dir, is_writable_dir
+from raytrain.data.images import load_image
+from raytrain.data.labels import ImageRecord, SplitIndex
+from raytrain.files import atomic_write
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -77,15 +78,15 @@ def load_cached_npy(im_file: str) -> np.ndarray:
         except (OSError, ValueError):
             pass
     img = load_image(im_file)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a temporary file's name
+            np.save(f, img)
+
     try:
-        np.save(tmp, img)
-        os.replace(tmp, npy)
+        atomic_write(npy, write)
     except OSError as e:
         LOGGER.warning("cannot write disk cache %s: %s", npy, e)
-    finally:
-        tmp.unlink(missing_ok=True)
     return img
 
 

@@ -1,7 +1,7 @@
 """The built-in ``shapes`` dataset: coloured geometric shapes on textured, noisy backgrounds, generated offline.
 
 It is generated deterministically (fixed seeds) on first use into ``<datasets>/shapes`` (see
-:func:`raytrain.data.dataset_yaml.datasets_dir`), atomically (built in a temporary folder, then renamed) and under a
+:func:`raytrain.data.common.datasets_dir`), atomically (built in a temporary folder, then renamed) and under a
 file lock, so concurrent processes neither generate it twice nor see half of it. Later uses reuse it. It is small
 (500 train / 100 val JPEGs of 128-192 px, six classes) so a CPU can generate it in a few seconds and a YOLOv8n can
 learn it in minutes, but not trivial: random colours, sizes, rotations, partial overlaps and clutter.
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from raytrain.data.dataset_yaml import DatasetError, datasets_dir
+from raytrain.data.common import DatasetError, datasets_dir
 
 LOGGER = logging.getLogger("raytrain")
 

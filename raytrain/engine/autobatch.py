@@ -59,8 +59,8 @@ def autobatch(model: nn.Module, imgsz: int, device: torch.device, fraction: floa
             torch.cuda.reset_peak_memory_stats(device)
             x = torch.zeros(b, 3, imgsz, imgsz, device=device)
             with torch.autocast("cuda", enabled=amp):
-                out = model(x)
-                loss = sum(o.float().sum() for o in out)
+                maps = model(x)  # the raw per-level maps, what the loss takes
+                loss = sum(m.float().sum() for m in maps)
             loss.backward()
             sizes.append(b)
             peaks.append(torch.cuda.max_memory_allocated(device))

@@ -1,4 +1,8 @@
-"""``raytrain predict``: detect objects in an image or a folder, draw them, and write ``predictions.json``."""
+"""``raytrain predict``: detect objects in an image or a folder, draw them, and write ``predictions.json``.
+
+Images are read and letterboxed exactly as the validation split is (:mod:`raytrain.data.images`,
+:func:`raytrain.data.augment.letterbox`), so a checkpoint predicts on a file what it scored on it in ``raytrain val``.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from raytrain.data.augment import letterbox
+from raytrain.data.images import IMAGE_SUFFIXES
 from raytrain.ops import non_max_suppression, scale_boxes
 
 LOGGER = logging.getLogger("raytrain")
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
 def list_images(source: str | Path) -> list[Path]:
@@ -38,7 +43,7 @@ def predict_image(model: nn.Module, image_rgb: np.ndarray, *, imgsz: int, device
     """Detections for one image.
 
     Args:
-        model: eval-mode detector returning ``(B, 4 + nc, A)`` decoded outputs.
+        model: eval-mode detector: ``model(x)`` returns raw maps, ``model.decode(maps)`` ``(B, 4 + nc, A)``.
         image_rgb: ``(h0, w0, 3)`` uint8 RGB image.
         imgsz: network input size (the image is letterboxed into ``imgsz x imgsz``).
         device: where the model lives.
@@ -49,12 +54,10 @@ def predict_image(model: nn.Module, image_rgb: np.ndarray, *, imgsz: int, device
     Returns:
         ``(n, 6)`` rows ``[x1, y1, x2, y2, score, cls]``, ``xyxy`` in original pixels, on the CPU.
     """
-    from raytrain.data.augment import letterbox
-
     img, gain, pad = letterbox(image_rgb, imgsz)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device).float() / 255
     with torch.no_grad():
-        (det,) = non_max_suppression(model(x), conf, iou, max_det)
+        (det,) = non_max_suppression(model.decode(model(x)), conf, iou, max_det)
     det = det.float().cpu()
     det[:, :4] = scale_boxes(det[:, :4], (gain, pad), image_rgb.shape[:2])
     return det
@@ -107,7 +110,9 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     import cv2
 
     from raytrain.config import ConfigError, make_config
-    from raytrain.engine.validate import fresh_dir, select_device
+    from raytrain.data import DatasetError, load_image
+    from raytrain.engine.devices import select_device
+    from raytrain.files import next_run_dir
     from raytrain.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     if "source" not in args and positional:
@@ -125,17 +130,20 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     model = model_from_checkpoint(ckpt).to(device).eval()
     names = list(ckpt.get("names") or getattr(model, "names", [str(i) for i in range(model.nc)]))
     conf = 0.25 if cfg.conf is None else cfg.conf
-    save_dir = fresh_dir(cfg.project, cfg.name, cfg.exist_ok)
+    save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for file in files:
-        image_bgr = cv2.imread(str(file))
-        if image_bgr is None:
+        try:
+            image_rgb = load_image(str(file))
+        except DatasetError:
             LOGGER.warning("Skipping %s: not a readable image.", file)
             continue
-        det = predict_image(model, cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), imgsz=cfg.imgsz, device=device,
-                            conf=conf, iou=cfg.iou, max_det=cfg.max_det)
+        det = predict_image(model, image_rgb, imgsz=cfg.imgsz, device=device, conf=conf, iou=cfg.iou,
+                            max_det=cfg.max_det)
+        image_bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(save_dir / file.name), draw_detections(image_bgr, det, names))
-        results.append(detections_json(file, image_bgr.shape[:2], det, names))
+        results.append(detections_json(file, image_rgb.shape[:2], det, names))
         counts = np.bincount(det[:, 5].long().numpy(), minlength=len(names)) if len(det) else np.zeros(0, int)
         found = ", ".join(f"{n} {names[c] if c < len(names) else c}" for c, n in enumerate(counts) if n)
         LOGGER.info("%s: %s", file.name, found or "no detections")

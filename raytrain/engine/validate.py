@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from raytrain.keys import VAL_LOSS_KEYS
 from raytrain.metrics import DetectionMetrics
 from raytrain.ops import non_max_suppression, scale_boxes, xywh2xyxy
 
 LOGGER = logging.getLogger("raytrain")
-LOSS_KEYS = ("val/box_loss", "val/cls_loss", "val/dfl_loss")
 
 
 @dataclass
@@ -69,44 +69,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def train_mode_outputs(model: nn.Module, imgs: torch.Tensor) -> Any:
-    """The model's train-mode outputs (what the loss needs) without touching BatchNorm statistics.
-
-    Every module is put in train mode, so heads that switch their output on ``self.training`` return raw maps,
-    except BatchNorm and Dropout, which stay in eval mode: running statistics are neither used from the batch nor
-    updated. The modules' previous modes are restored afterwards. Call it under ``torch.no_grad()``.
-    """
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.train()
-        for m in model.modules():
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
-                m.eval()
-        return model(imgs)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
-def decoded_and_raw_outputs(model: nn.Module, imgs: torch.Tensor) -> tuple[torch.Tensor, Any]:
-    """Eval-mode detections ``(B, 4 + nc, A)`` and the train-mode maps the loss needs, from one forward pass.
-
-    With a raytrain ``DetectionModel`` (a ``head`` with ``decode``) only the head's own mode flag is switched to
-    train, so it returns raw maps that ``head.decode`` turns into the eval output; every other module (BatchNorm
-    included) stays in eval mode. Any other model gets a second, train-mode pass (:func:`train_mode_outputs`).
-    Call it under ``torch.no_grad()`` with the model in eval mode.
-    """
-    head = getattr(model, "head", None)
-    if head is None or not callable(getattr(head, "decode", None)):
-        return model(imgs), train_mode_outputs(model, imgs)
-    head_mode, head.training = head.training, True  # this module only: its children (convs, BatchNorm) keep theirs
-    try:
-        raw = model(imgs)
-    finally:
-        head.training = head_mode
-    return head.decode(raw), raw
-
-
 def _gt_in_original_frame(targets: torch.Tensor, index: int, input_hw: tuple[int, int],
                           ratio_pad: Any, ori_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Classes ``(m,)`` and ``xyxy`` boxes ``(m, 4)`` in original pixels of batch image ``index``."""
@@ -144,15 +106,17 @@ def evaluate(
     loss_fn: Any = None,
     save_json: bool = False,
 ) -> ValResult:
-    """Run the model over a loader, suppress, map to the original images and compute COCO metrics.
+    """Run the model over a loader, decode, suppress, map to the original images and compute COCO metrics.
 
     Called on every rank with a sharded loader during training: when ``torch.distributed`` is initialised, the
     per-image matches (and losses and predictions) are gathered so every rank returns the global metrics. The
-    model's train/eval mode is restored afterwards; BatchNorm statistics are never updated.
+    model runs in eval mode (BatchNorm statistics are used, never updated); its modules' modes are restored
+    afterwards. One forward pass per batch serves the metrics and the loss.
 
     Args:
-        model: eval mode returns ``(B, 4 + nc, A)`` decoded ``xywh`` input-pixel boxes and sigmoid scores (a DDP
-            wrapper is unwrapped).
+        model: ``model(imgs)`` returns raw maps (what ``loss_fn`` takes) and ``model.decode(maps)`` turns them into
+            ``(B, 4 + nc, A)`` ``xywh`` input-pixel boxes and sigmoid scores, as a raytrain ``DetectionModel`` does
+            (a DDP wrapper is unwrapped).
         loader: batches as in the data contract (``img`` uint8 (B, 3, H, W), ``targets`` (N, 6) ``[batch_idx, cls,
             xywh_n]``, ``im_files``, ``ori_shapes``, ``ratio_pads``; images flagged in an optional ``padded`` list
             are rank-balancing repeats and are not scored).
@@ -161,13 +125,17 @@ def evaluate(
         conf: NMS confidence threshold (0.001 for mAP).
         iou: NMS IoU threshold.
         max_det: detections kept per image by NMS (AP then counts the top 100 per image and class, as COCO).
-        loss_fn: ``loss_fn(train_outputs, targets, img_hw) -> (total, parts (3,))`` to also report val losses.
+        loss_fn: ``loss_fn(maps, targets, img_hw) -> (total, parts (3,))`` to also report val losses.
         save_json: also return COCO-format ``predictions``.
 
     Returns:
         A :class:`ValResult`.
     """
     model = _unwrap(model)
+    decode = getattr(model, "decode", None)
+    if not callable(decode):
+        raise TypeError(f"evaluate needs a model with decode(maps) (raw maps -> (B, 4 + nc, A)); "
+                        f"{type(model).__name__} has none.")
     device = torch.device(device)
     dtype = next(model.parameters()).dtype  # e.g. a half-precision model on a GPU
     modes = {m: m.training for m in model.modules()}  # restored exactly (frozen BatchNorm may differ from the root)
@@ -184,13 +152,11 @@ def evaluate(
                 imgs = batch["img"].to(device, non_blocking=True).to(dtype) / 255
                 targets = batch["targets"].to(device)
                 t1 = time.perf_counter()
-                if loss_fn is None:
-                    decoded = model(imgs)
-                else:
-                    decoded, raw = decoded_and_raw_outputs(model, imgs)
+                maps = model(imgs)
+                decoded = decode(maps)
                 t2 = time.perf_counter()
                 if loss_fn is not None:
-                    _, parts = loss_fn(raw, targets, tuple(imgs.shape[2:]))
+                    _, parts = loss_fn(maps, targets, tuple(imgs.shape[2:]))
                     losses += torch.cat((parts.detach().float().cpu(), torch.ones(1)))
                 t3 = time.perf_counter()
                 dets = non_max_suppression(decoded, conf, iou, max_det, multi_label=True)
@@ -217,36 +183,9 @@ def evaluate(
     result = metrics.compute()
     if loss_fn is not None:
         mean = losses[:3] / losses[3].clamp(min=1)
-        result.update({key: float(v) for key, v in zip(LOSS_KEYS, mean, strict=True)})
+        result.update({key: float(v) for key, v in zip(VAL_LOSS_KEYS, mean, strict=True)})
     speed = {key: 1e3 * s / max(images, 1) for key, s in seconds.items()}
     return ValResult(result, metrics.per_class(), predictions, speed)
-
-
-def select_device(text: str = "") -> torch.device:
-    """``''`` -> the first GPU if any, else the CPU; ``'cpu'``; ``'0'`` or ``'0,1'`` -> ``cuda:0``; ``'mps'``."""
-    text = str(text).strip().lower()
-    if text in ("", "cuda"):
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if text in ("cpu", "mps"):
-        return torch.device(text)
-    first = text.split(",")[0].replace("cuda:", "")
-    if first.isdigit():
-        from raytrain.config import ConfigError
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={text!r}: no CUDA GPU is available here; use device=cpu.")
-        return torch.device(f"cuda:{first}")
-    return torch.device(text)
-
-
-def fresh_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
-    """``project/name``, or the first free ``project/name2``, ``name3``, ... unless ``exist_ok``; created."""
-    base = Path(project).expanduser().resolve()
-    path, n = base / name, 2
-    while path.exists() and not exist_ok:
-        path, n = base / f"{name}{n}", n + 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def format_table(metrics: Mapping[str, float], per_class: Sequence[Mapping[str, Any]], images: int,
@@ -270,6 +209,8 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
 
     from raytrain.config import ConfigError, make_config
     from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
+    from raytrain.engine.devices import select_device
+    from raytrain.files import next_run_dir
     from raytrain.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     if "model" not in args and positional:
@@ -295,7 +236,8 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     conf = 0.001 if cfg.conf is None else cfg.conf
     result = evaluate(model, loader, device=device, names=names, conf=conf, iou=cfg.iou, max_det=cfg.max_det,
                       save_json=cfg.save_json)
-    save_dir = fresh_dir(cfg.project, cfg.name, cfg.exist_ok)
+    save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
     print(format_table(result.metrics, result.per_class, len(dataset), cfg.verbose))
     print("Speed: " + ", ".join(f"{v:.1f} ms {k}" for k, v in result.speed.items() if k != "loss") + " per image")
     summary = {"model": str(Path(cfg.model).expanduser().resolve()), "data": str(spec.yaml_file), "split": cfg.split,

@@ -2,6 +2,7 @@
 
 from raytrain.models.checkpoint import (
     CheckpointError,
+    inspect_checkpoint,
     load_checkpoint,
     load_model,
     make_checkpoint,
@@ -9,7 +10,7 @@ from raytrain.models.checkpoint import (
     save_checkpoint,
     transfer_weights,
 )
-from raytrain.models.head import bbox2dist, dist2bbox, make_anchors
+from raytrain.models.head import bbox2dist, decode_predictions, dist2bbox, make_anchors
 from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
 
 __all__ = [
@@ -18,7 +19,9 @@ __all__ = [
     "DetectionModel",
     "bbox2dist",
     "build_model",
+    "decode_predictions",
     "dist2bbox",
+    "inspect_checkpoint",
     "load_checkpoint",
     "load_model",
     "make_anchors",

@@ -13,7 +13,6 @@ import datetime
 import os
 import pickle
 import pickletools
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from raytrain.config import ConfigError
+from raytrain.files import atomic_write
 from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
 
 FORMAT = "raytrain.detect"
@@ -89,24 +89,19 @@ def make_checkpoint(model: DetectionModel, names: list[str] | None = None, *,
 
 
 def save_checkpoint(path: str | Path, ckpt: Mapping[str, Any]) -> Path:
-    """Write a checkpoint atomically: to a temporary file in the same folder, then ``os.replace``.
+    """Write a checkpoint atomically (:func:`raytrain.files.atomic_write`), flushed to the disk before the rename.
 
-    A crash mid-write leaves the previous file intact, never a truncated one.
+    A crash or a full disk mid-write leaves the previous file intact, never a truncated one.
     """
     _check_layout(dict(ckpt), str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             torch.save(dict(ckpt), f)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+            os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them the checkpoint
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -114,35 +109,112 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: the file is not a raytrain checkpoint (an Ultralytics pickle, a plain state_dict, something
-            else); the message says what it is and what to do.
+        CheckpointError: the file is not a usable raytrain checkpoint (empty, text, damaged or truncated, an
+            Ultralytics pickle, a plain state_dict, something else); the message says what it is and what to do.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found.")
+    return _read_checkpoint(path, str(path), "use a raytrain checkpoint (written by raytrain fit or raytrain convert)")
+
+
+# What to do instead, per argument that names a checkpoint (the end of every inspect_checkpoint message).
+WHAT_TO_DO = {
+    "model": "use a raytrain checkpoint (from raytrain fit or raytrain convert) or a scale such as model=yolov8n",
+    "pretrained": "use a raytrain checkpoint (from raytrain fit or raytrain convert), or pretrained=False",
+    "resume": "use a run's weights/last.pt (or an earlier weights/epochN.pt), or resume=True for the newest run",
+}
+CLASS_COUNT_KEYS = ("model", "resume")  # pretrained= copies the tensors whose shapes match, so any nc is fine there
+
+
+def inspect_checkpoint(path: str | Path, *, key: str, nc: int | None = None) -> dict[str, Any]:
+    """Open a checkpoint a run will load (``model=``, ``pretrained=``, ``resume=``) and check it, on the driver.
+
+    Args:
+        path: the file.
+        key: the argument that names it (``model``, ``pretrained``, ``resume``); messages start ``key=path``.
+        nc: the dataset's class count; for ``model=`` and ``resume=`` the checkpoint must have as many classes
+            (``pretrained=`` transfers the matching tensors, so its class count is not checked). None: no check.
+
+    Returns:
+        The checkpoint dict, as :func:`load_checkpoint` returns it.
+
+    Raises:
+        CheckpointError: one line naming ``key=path``, what the file is (missing, empty, text, not a PyTorch file, a
+            damaged raytrain checkpoint, an Ultralytics pickle, a plain state_dict, an unknown arch, another class
+            count) and what to do.
+    """
+    where = f"{key}={path}"
+    todo = WHAT_TO_DO.get(key, WHAT_TO_DO["pretrained"])
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise CheckpointError(f"{where} is a folder, not a checkpoint file; {todo}.")
+    if not file.is_file():
+        raise CheckpointError(f"{where}: no such file; {todo}.")
+    ckpt = _read_checkpoint(file, where, todo)
+    if nc is not None and key in CLASS_COUNT_KEYS and int(ckpt["nc"]) != nc:
+        instead = (f"use model={ckpt['arch']} pretrained={path} to start from its weights (the tensors that fit "
+                   f"transfer)" if key == "model" else "resume with the dataset the run was trained on")
+        raise CheckpointError(f"{where} predicts {ckpt['nc']} classes but the dataset has {nc}: {instead}.")
+    return ckpt
+
+
+def _read_checkpoint(path: Path, where: str, todo: str) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of an existing file, every failure turned into a one-line CheckpointError."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where} is an empty file (0 bytes), not a checkpoint; {todo}.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        if is_pickle_file(path):  # a real pickle that needs more than tensors and plain data
-            raise _unreadable_error(path) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint file (neither a torch zip archive nor a "
-                              f"pickle).") from None
-    except Exception as e:  # torch raises RuntimeError, EOFError, ... for files that are not torch files
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint file ({type(e).__name__}: {_first_line(e)}).") \
-            from None
+    except Exception as e:  # UnpicklingError, RuntimeError, EOFError, KeyError, ... for files torch cannot read
+        raise _unloadable_error(path, where, todo, e) from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a raytrain checkpoint (a dict with "
-                              f"format='{FORMAT}').")
-    _check_layout(obj, str(path))
+        raise CheckpointError(f"{where} holds a {type(obj).__name__}, not a raytrain checkpoint (a dict with "
+                              f"format='{FORMAT}'); {todo}.")
+    _check_layout(obj, where, path)
     return obj
 
 
-def _check_layout(obj: dict[str, Any], where: str) -> None:
+def _unloadable_error(path: Path, where: str, todo: str, error: Exception) -> CheckpointError:
+    """Say what a file ``torch.load(weights_only=True)`` cannot read is, from its bytes (nothing unpickled)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):  # a zip archive without its end
+        if FORMAT.encode() in head:  # torch writes data.pkl, which holds the format tag, first
+            return CheckpointError(f"{where} is a damaged raytrain checkpoint: the file ends early or is corrupt "
+                                   f"(truncated? e.g. the disk filled up while it was written); {todo}.")
+        return CheckpointError(f"{where} is a damaged PyTorch file (truncated? e.g. the disk filled up); {todo}.")
+    if isinstance(error, pickle.UnpicklingError) and is_pickle_file(path):  # pickled objects weights_only refuses
+        return _unreadable_error(path, where)
+    if head.startswith(b"PK\x03\x04"):
+        return CheckpointError(f"{where} is a zip archive torch cannot read as a checkpoint ({type(error).__name__}: "
+                               f"{_first_line(error)}); {todo}.")
+    if _looks_like_text(head):
+        first = head.decode("utf-8", errors="replace").strip().splitlines()[0][:40] if head.strip() else ""
+        return CheckpointError(f"{where} is a text file (it begins {first!r}), not a checkpoint; {todo}.")
+    return CheckpointError(f"{where} is not a PyTorch checkpoint file (neither a torch zip archive nor a pickle); "
+                           f"{todo}.")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """True when the first bytes of a file are UTF-8 text without control characters other than whitespace."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut by the 4096-byte window
+            return False
+        text = head[: e.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\n\r\f" for c in text)
+
+
+def _check_layout(obj: dict[str, Any], where: str, file: str | Path | None = None) -> None:
+    """Raise a CheckpointError naming ``where`` unless ``obj`` has the layout of a raytrain checkpoint this raytrain
+    reads (``file``: the path to show in the convert hint, default ``where``)."""
     if obj.get("format") != FORMAT:
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(
                 f"{where} is a plain state_dict ({len(obj)} tensors), not a raytrain checkpoint. If it is an "
-                f"Ultralytics YOLOv8 DetectionModel state_dict, convert it: raytrain convert {where} converted.pt")
+                f"Ultralytics YOLOv8 DetectionModel state_dict, convert it: raytrain convert {file or where} "
+                f"converted.pt")
         found = f"format={obj['format']!r}" if "format" in obj else f"keys {sorted(map(str, obj))[:8]}"
         raise CheckpointError(f"{where} is not a raytrain checkpoint (expected format='{FORMAT}', found {found}).")
     version = obj.get("version")
@@ -153,7 +225,8 @@ def _check_layout(obj: dict[str, Any], where: str) -> None:
     if missing:
         raise CheckpointError(f"{where} is an incomplete raytrain checkpoint: missing {', '.join(missing)}.")
     if obj["arch"] not in SCALES:
-        raise CheckpointError(f"{where}: unknown arch {obj['arch']!r} (known: {', '.join(SCALES)}).")
+        raise CheckpointError(f"{where}: unknown arch {obj['arch']!r} (this raytrain builds {', '.join(SCALES)}); "
+                              f"a newer raytrain may have written it: upgrade raytrain, or train this scale again.")
 
 
 def is_pickle_file(path: str | Path) -> bool:
@@ -163,16 +236,16 @@ def is_pickle_file(path: str | Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def _unreadable_error(path: Path) -> CheckpointError:
+def _unreadable_error(path: Path, where: str) -> CheckpointError:
     """The error for a file ``weights_only`` refuses: say whose pickle it is, without unpickling it."""
     globals_used = _pickle_globals(path)
     if any(g.startswith("ultralytics") for g in globals_used):
         return CheckpointError(
-            f"{path} is an Ultralytics checkpoint (pickled Python objects), not a raytrain checkpoint; raytrain never "
+            f"{where} is an Ultralytics checkpoint (pickled Python objects), not a raytrain checkpoint; raytrain never "
             f"unpickles code when loading. Convert it once: raytrain convert {path} converted.pt "
             f"(see 'raytrain convert --help'), then use the converted file.")
     what = f" (it references {', '.join(sorted(globals_used)[:3])})" if globals_used else ""
-    return CheckpointError(f"{path} contains pickled Python objects{what}, not a raytrain checkpoint; raytrain "
+    return CheckpointError(f"{where} contains pickled Python objects{what}, not a raytrain checkpoint; raytrain "
                            f"loads only tensors and plain data, so it cannot be read safely.")
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from raytrain.config import ConfigError
+from raytrain.config import ConfigError, read_yaml_mapping
 from raytrain.models.checkpoint import FORMAT, CheckpointError, is_pickle_file, make_checkpoint, save_checkpoint
 from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
 
@@ -143,10 +142,8 @@ def parse_names(value: Any, nc: int) -> list[str] | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.endswith((".yaml", ".yml")):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"names={value}: file not found.")
-        names = _names_list((yaml.safe_load(path.read_text()) or {}).get("names"))
+        data = read_yaml_mapping(value, label=f"names={value}", expected="a dataset YAML mapping with 'names'")
+        names = _names_list(data.get("names"))
         if names is None:
             raise ConfigError(f"names={value}: the file has no 'names' list or mapping.")
     elif isinstance(value, str):

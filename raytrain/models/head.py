@@ -1,4 +1,5 @@
-"""The decoupled anchor-free YOLOv8 head (``Detect``) with DFL, and the pure anchor/box helpers the loss shares.
+"""The decoupled anchor-free YOLOv8 head (``Detect``), inference decoding (:func:`decode_predictions`) and the pure
+anchor/box helpers the loss shares.
 
 Box formats: ``xyxy`` corners, ``xywh`` centre + size, ``ltrb`` distances from an anchor point to the left, top,
 right and bottom box edges. Anchor points and distances are in units of the feature-map grid (stride units) unless
@@ -11,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from raytrain.models.blocks import Conv
@@ -80,11 +82,49 @@ def bbox2dist(anchor_points: torch.Tensor, bbox_xyxy: torch.Tensor, reg_max: flo
     return torch.cat((anchor_points - top_left, bottom_right - anchor_points), -1).clamp_(0, reg_max - 0.01)
 
 
-class DFL(nn.Module):
-    """Distribution focal loss integral: the expected value of a softmax over ``reg_max`` bins per box side.
+def dfl_expectation(box_logits: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """Distribution focal loss integral: per box side, the expected bin of a softmax over ``reg_max`` bins.
 
-    A fixed 1x1 convolution with weights 0..reg_max-1 (kept as a non-trainable parameter, as in Ultralytics, so
-    the state_dict key ``dfl.conv.weight`` exists).
+    Args:
+        box_logits: (B, 4 * reg_max, A) logits, side after side (left, top, right, bottom), bins inside a side.
+        reg_max: DFL bins per side.
+
+    Returns:
+        (B, 4, A) expected distances in grid units, each in [0, reg_max - 1].
+    """
+    b, _, a = box_logits.shape
+    probs = box_logits.view(b, 4, reg_max, a).transpose(2, 1).softmax(1)  # (B, reg_max, 4, A)
+    # A 1x1 convolution with weights 0..reg_max-1, as Ultralytics' DFL computes it, so the sums are identical.
+    bins = torch.arange(reg_max, dtype=probs.dtype, device=probs.device).view(1, reg_max, 1, 1)
+    return F.conv2d(probs, bins).view(b, 4, a)
+
+
+def decode_predictions(maps: Sequence[torch.Tensor], strides: Sequence[float], reg_max: int) -> torch.Tensor:
+    """The detector's raw per-level maps -> boxes and scores per anchor: YOLOv8's inference decoding.
+
+    Args:
+        maps: per level (B, 4 * reg_max + nc, H_i, W_i), box logits first (what ``DetectionModel.forward`` returns).
+        strides: the stride of each level, e.g. (8, 16, 32).
+        reg_max: DFL bins per box side.
+
+    Returns:
+        (B, 4 + nc, A), ``A = sum(H_i * W_i)`` (level after level, row-major): ``xywh`` boxes in input pixels, then
+        the nc sigmoid class scores. This is what :func:`raytrain.ops.non_max_suppression` takes.
+    """
+    batch = maps[0].shape[0]
+    flat = torch.cat([m.reshape(batch, m.shape[1], -1) for m in maps], dim=2)  # (B, 4 * reg_max + nc, A)
+    box_logits, cls_logits = flat.split((4 * reg_max, flat.shape[1] - 4 * reg_max), dim=1)
+    anchor_points, stride_tensor = make_anchors(maps, strides, 0.5)
+    boxes = dist2bbox(dfl_expectation(box_logits, reg_max), anchor_points.t().unsqueeze(0), xywh=True, dim=1)
+    return torch.cat((boxes * stride_tensor.t(), cls_logits.sigmoid()), dim=1)
+
+
+class DFL(nn.Module):
+    """The DFL integral as a module: holds Ultralytics' fixed 1x1 convolution (weights 0..reg_max-1, never trained)
+    so the state_dict key ``dfl.conv.weight`` exists and Ultralytics weights convert key for key.
+
+    Decoding does not read the weight (:func:`dfl_expectation` builds the same bins), so nothing depends on a
+    module's state.
     """
 
     def __init__(self, reg_max: int = 16) -> None:
@@ -95,15 +135,14 @@ class DFL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4 * reg_max, A) logits -> (B, 4, A) expected distances in grid units."""
-        b, _, a = x.shape
-        probs = x.view(b, 4, self.reg_max, a).transpose(2, 1).softmax(1)  # (B, reg_max, 4, A)
-        return self.conv(probs).view(b, 4, a)
+        return dfl_expectation(x, self.reg_max)
 
 
 class Detect(nn.Module):
     """Decoupled head: per level, a box branch (``cv2``: 4 * reg_max DFL logits) and a class branch (``cv3``).
 
-    Train mode returns the raw per-level maps for the loss; eval mode decodes them to boxes in input pixels.
+    ``forward`` returns the raw per-level maps in train and eval mode alike (the loss and validation take them);
+    :func:`decode_predictions` turns them into boxes and scores.
 
     Args:
         nc: number of classes.
@@ -137,23 +176,7 @@ class Detect(nn.Module):
             box_branch[-1].bias.fill_(1.0)
             cls_branch[-1].bias.fill_(math.log(5 / self.nc / (imgsz / stride) ** 2))
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
-        """Per-level features (B, ch_i, H/s_i, W/s_i).
-
-        Returns:
-            Train mode: list of (B, 4 * reg_max + nc, H/s_i, W/s_i), box logits first.
-            Eval mode: (B, 4 + nc, A) with xywh boxes in input pixels and sigmoid class scores.
-        """
-        outs = [torch.cat((self.cv2[i](x), self.cv3[i](x)), dim=1) for i, x in enumerate(xs)]
-        if self.training:
-            return outs
-        return self.decode(outs)
-
-    def decode(self, outs: list[torch.Tensor]) -> torch.Tensor:
-        """Raw per-level maps (B, 4 * reg_max + nc, H_i, W_i) -> (B, 4 + nc, A): xywh pixels + sigmoid scores."""
-        batch = outs[0].shape[0]
-        flat = torch.cat([o.view(batch, self.no, -1) for o in outs], dim=2)  # (B, no, A)
-        box_logits, cls_logits = flat.split((4 * self.reg_max, self.nc), dim=1)
-        anchor_points, stride_tensor = make_anchors(outs, self.strides, 0.5)
-        boxes = dist2bbox(self.dfl(box_logits), anchor_points.t().unsqueeze(0), xywh=True, dim=1)
-        return torch.cat((boxes * stride_tensor.t(), cls_logits.sigmoid()), dim=1)
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-level features (B, ch_i, H/s_i, W/s_i) -> per-level maps (B, 4 * reg_max + nc, H/s_i, W/s_i), box
+        logits first, whatever ``self.training`` is."""
+        return [torch.cat((self.cv2[i](x), self.cv3[i](x)), dim=1) for i, x in enumerate(xs)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from raytrain.config import ConfigError
 from raytrain.models.blocks import SPPF, C2f, Concat, Conv
-from raytrain.models.head import Detect
+from raytrain.models.head import Detect, decode_predictions
 
 STRIDES = (8, 16, 32)
 REG_MAX = 16
@@ -113,6 +114,12 @@ def _build_layers(scale: Scale, nc: int) -> tuple[list[nn.Module], list[int | tu
 class DetectionModel(nn.Module):
     """YOLOv8 detector. ``model`` is an ``nn.Sequential`` of 23 layers (0-21 backbone and neck, 22 = Detect).
 
+    The model predicts raw maps (``model(x)``, for the loss and for inference alike); decoding them into boxes and
+    scores is a separate step, ``model.decode(maps)``; suppression a third (:func:`raytrain.ops.non_max_suppression`)::
+
+        with torch.no_grad():
+            detections = non_max_suppression(model.decode(model.eval()(images)))
+
     Attributes:
         arch: the scale name, e.g. "yolov8n".
         nc: number of classes.
@@ -144,13 +151,14 @@ class DetectionModel(nn.Module):
         """The Detect head (``model[22]``)."""
         return self.model[-1]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        """Images (B, 3, H, W), float in [0, 1], H and W multiples of 32.
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, 3, H, W), float in [0, 1], H and W multiples of 32 -> the raw per-level maps.
+
+        The output is the same in train and eval mode (the mode only changes BatchNorm): inference is
+        ``model.decode(model(x))``, the loss takes ``model(x)`` as it is.
 
         Returns:
-            Train mode: list of 3 tensors (B, 4 * reg_max + nc, H/s, W/s) for s in (8, 16, 32).
-            Eval mode: (B, 4 + nc, A), A = sum(H/s * W/s): rows are x_center, y_center, width, height in input
-            pixels, then the nc sigmoid class scores.
+            List of 3 tensors (B, 4 * reg_max + nc, H/s, W/s) for s in (8, 16, 32): DFL box logits, then class logits.
         """
         kept: dict[int, torch.Tensor] = {}
         for i, (layer, src) in enumerate(zip(self.model, self.sources, strict=True)):
@@ -161,8 +169,13 @@ class DetectionModel(nn.Module):
                 kept[i] = x
         return x
 
+    def decode(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Raw maps from :meth:`forward` -> (B, 4 + nc, A), A = sum(H/s * W/s): rows are x_center, y_center, width,
+        height in input pixels, then the nc sigmoid class scores (see :func:`decode_predictions`)."""
+        return decode_predictions(maps, self.head.strides, self.reg_max)
+
     def fuse(self) -> DetectionModel:
-        """Fold every BatchNorm into its convolution for faster inference (eval-mode output unchanged).
+        """Fold every BatchNorm into its convolution for faster inference (eval-mode outputs unchanged).
 
         The fused model's state_dict differs (no BN entries, conv biases added): fuse copies for inference only,
         never the model being trained or saved.

@@ -1,4 +1,4 @@
-"""The YOLOv8 detector: exact parameter counts, Ultralytics layer layout, output shapes, head decoding, fuse."""
+"""The YOLOv8 detector: exact parameter counts, Ultralytics layer layout, raw-map outputs, decoding, fuse."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from raytrain.config import ConfigError
 from raytrain.models import DetectionModel, bbox2dist, build_model, dist2bbox, make_anchors
 from raytrain.models.blocks import SPPF, C2f, Concat, Conv
-from raytrain.models.head import DFL, Detect
+from raytrain.models.head import DFL, Detect, decode_predictions, dfl_expectation
 
 # Ultralytics' reported parameter counts for the 80-class models (YOLOv8 README / model summaries).
 PARAMS_AT_80 = {"yolov8n": 3_157_200, "yolov8s": 11_166_560, "yolov8m": 25_902_640, "yolov8l": 43_691_520,
@@ -60,12 +60,13 @@ def test_batchnorm_settings_are_yolov8s(nano):
 @pytest.mark.parametrize("size", [64, 128])
 def test_output_shapes_train_and_eval(nano, size):
     x = torch.rand(2, 3, size, size + 32)
-    nano.train()
-    outs = nano(x)
-    assert [tuple(o.shape) for o in outs] == [(2, 64 + 3, size // s, (size + 32) // s) for s in (8, 16, 32)]
-    nano.eval()
-    with torch.no_grad():
-        decoded = nano(x)
+    map_shapes = [(2, 64 + 3, size // s, (size + 32) // s) for s in (8, 16, 32)]
+    for training in (True, False):  # the same kind of output in both modes: raw maps
+        nano.train(training)
+        with torch.no_grad():
+            outs = nano(x)
+        assert isinstance(outs, list) and [tuple(o.shape) for o in outs] == map_shapes
+    decoded = nano.decode(outs)
     anchors = sum((size // s) * ((size + 32) // s) for s in (8, 16, 32))
     assert decoded.shape == (2, 4 + 3, anchors)
     scores = decoded[:, 4:]
@@ -129,6 +130,7 @@ def test_dfl_takes_the_expected_bin():
     half = torch.full((1, 64, 1), -1e4)
     half[0, [2, 3, 16, 17, 32, 33, 48, 49], 0] = 0.0  # equal mass on bins 2 and 3 (and 0, 1 for the others)
     assert dfl(half)[0, :, 0].tolist() == [2.5, 0.5, 0.5, 0.5]
+    assert dfl_expectation(half, 16)[0, :, 0].tolist() == [2.5, 0.5, 0.5, 0.5]  # the module is this function
 
 
 def test_head_decode_hand_checked():
@@ -140,7 +142,7 @@ def test_head_decode_hand_checked():
         for b in bins:
             outs[0][0, side * 16 + b, 1, 0] = 0.0
     outs[0][0, 64:, 1, 0] = torch.tensor([0.0, 2.0])  # class logits
-    decoded = head.decode(outs)
+    decoded = decode_predictions(outs, head.strides, head.reg_max)
     assert decoded.shape == (1, 6, 4 + 1 + 1)
     box = decoded[0, :, 2]  # anchors are row-major: cell (1, 0) is the third
     # xyxy in grid units: (0.5, 0.5, 2.5, 2.0) -> xywh (1.5, 1.25, 2, 1.5) -> times stride 8.
@@ -148,16 +150,20 @@ def test_head_decode_hand_checked():
     assert box[4:].tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-2.0))])
 
 
-def test_eval_output_is_the_decoded_train_output(nano):
+def test_decode_is_a_pure_step_of_the_maps(nano):
+    """``model.decode`` depends on the maps alone: not on the module's mode, not on an earlier call's shapes."""
     nano.eval()
-    x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        decoded = nano(x)
-        nano.head.training = True  # raw maps with BatchNorm still in eval mode
-        raw = nano(x)
-        nano.head.training = False
-    assert torch.equal(nano.head.decode(raw), decoded)
+        small, large = nano(torch.rand(1, 3, 64, 96)), nano(torch.rand(1, 3, 128, 64))
+    first = nano.decode(small)
+    nano.decode(large)  # another input size in between (anchors are not cached on the model)
     nano.train()
+    assert torch.equal(nano.decode(small), first)
+    assert torch.equal(decode_predictions(small, (8, 16, 32), 16), first)
+    # Anchor (row 0, col 0) of level 0 sits at input pixel (4, 4): its box centre is at most reg_max - 1 = 15 grid
+    # units (x 8 pixels) from it on each side.
+    centre = first[0, :2, 0]
+    assert ((centre - 4).abs() <= 15 * 8).all() and first.shape == (1, 4 + 3, 8 * 12 + 4 * 6 + 2 * 3)
 
 
 def test_fuse_gives_the_same_output():
@@ -172,9 +178,9 @@ def test_fuse_gives_the_same_output():
     model.eval()
     x = torch.rand(2, 3, 96, 64)
     with torch.no_grad():
-        before = model(x)
+        before = model.decode(model(x))
         model.fuse()
-        after = model(x)
+        after = model.decode(model(x))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert (before - after).abs().max().item() < 1e-3  # pixel boxes up to ~100 and scores
     assert torch.allclose(before[:, 4:], after[:, 4:], atol=1e-5)
@@ -190,4 +196,5 @@ def test_public_api_and_copies():
     ema = copy.deepcopy(model).eval()  # what an EMA does
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(ema(x), model.eval()(x))
+        assert all(torch.equal(a, b) for a, b in zip(ema(x), model.eval()(x), strict=True))
+        assert torch.equal(ema.decode(ema(x)), model.decode(model(x)))
