@@ -286,6 +286,13 @@ def test_cli_clean_errors(tiny, tmp_path, capsys):
     assert "needs model=" in capsys.readouterr().err
     assert main(["predict", f"model={tiny / 'tiny.pt'}", f"source={tmp_path / 'missing'}"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "notes.pt").write_text("not weights")
+    for command in ("val", "predict"):  # checkpoints are checked before anything runs: one line, exit 2
+        assert main([command, f"model={tmp_path / 'notes.pt'}", f"source={tiny / 'images'}"]) == 2
+        err = capsys.readouterr().err
+        assert f"model={tmp_path / 'notes.pt'} is a text file" in err and "Traceback" not in err
+        assert main([command, f"model={tmp_path / 'gone.pt'}", f"source={tiny / 'images'}"]) == 2
+        assert f"model={tmp_path / 'gone.pt'}: no such file" in capsys.readouterr().err
 
 
 class BrightSquareDetector(nn.Module):

@@ -113,13 +113,13 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.data import DatasetError, load_image
     from raytrain.engine.devices import select_device
     from raytrain.files import next_run_dir
-    from raytrain.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from raytrain.models.checkpoint import inspect_checkpoint, model_from_checkpoint
 
     if "source" not in args and positional:
         args = {**args, "source": positional[0]}
     if "model" not in args:
         raise ConfigError("raytrain predict needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    ckpt = load_checkpoint(Path(str(args["model"])).expanduser())
+    ckpt = inspect_checkpoint(str(args["model"]), key="model")  # or a one-line error naming the file
     trained = ckpt.get("config") or {}
     base = {"name": "predict", **({"imgsz": trained["imgsz"]} if "imgsz" in trained else {})}
     cfg = make_config(base, args, where=["checkpoint", "arguments"])

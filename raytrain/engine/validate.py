@@ -211,13 +211,13 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
     from raytrain.engine.devices import select_device
     from raytrain.files import next_run_dir
-    from raytrain.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from raytrain.models.checkpoint import inspect_checkpoint, model_from_checkpoint
 
     if "model" not in args and positional:
         args = {**args, "model": positional[0]}
     if "model" not in args:
         raise ConfigError("raytrain val needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    ckpt = load_checkpoint(Path(str(args["model"])).expanduser())
+    ckpt = inspect_checkpoint(str(args["model"]), key="model")  # or a one-line error naming the file
     trained = ckpt.get("config") or {}
     # Unless given, validate on the dataset and image size the checkpoint was trained with.
     base = {"name": "val", **{k: trained[k] for k in ("data", "imgsz", "single_cls") if k in trained}}
