@@ -28,3 +28,7 @@ TRAIN_SECONDS = "time/train"  # this epoch's training seconds only
 RESULTS_COLUMNS = (EPOCH, TIME, *TRAIN_LOSS_KEYS, *METRIC_KEYS, *VAL_LOSS_KEYS, *LR_KEYS)
 # Every key of an epoch's report (the loop reports these; tune's metric must be one of them).
 EPOCH_KEYS = (EPOCH, *TRAIN_LOSS_KEYS, *VAL_KEYS, FITNESS, *LR_KEYS, TIME, EPOCH_SECONDS, TRAIN_SECONDS)
+
+# Not a metric: a run that hits an error no retry can fix (bad config, data or checkpoint) reports only this key, with
+# the one-line message, and ends; the driver turns it into the same one-line error instead of a retry.
+FATAL_ERROR = "fatal_error"

@@ -82,7 +82,7 @@ def no_ray(monkeypatch):
     (["batch=3", "num_workers=2"], "does not divide between 2 workers"),
     (["optimizer=Lion"], "optimizer='Lion' is not allowed"),
     (["data=no/such/data.yaml"], "no/such/data.yaml"),
-    (["model=missing.pt"], "model=missing.pt: file not found"),
+    (["model=missing.pt"], "model=missing.pt: no such file"),
     (["resume=True"], "resume=True: no run with weights/last.pt"),
     (["device=0,0"], "GPU indices must be distinct"),
 ])

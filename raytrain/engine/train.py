@@ -280,3 +280,16 @@ def min_over_ranks(value: int, device: Any) -> int:
     t = torch.tensor([value], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.item())
+
+
+def first_message(message: str | None) -> str | None:
+    """The first rank's non-empty ``message`` (by rank), on every rank; None when no rank has one.
+
+    Every rank must call it (a collective): ranks agree on whether one of them failed before they train together.
+    """
+    dist = _dist()
+    if dist is None:
+        return message
+    messages: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, message)
+    return next((m for m in messages if m), None)

@@ -105,7 +105,7 @@ def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
 
     from raytrain.cluster.storage import require_shared_storage
     from raytrain.cluster.sync import RunFolderMirror
-    from raytrain.train.worker import train_worker, worker_config
+    from raytrain.train.worker import record_fatal_error_callback, train_worker, worker_config
 
     cfg, devices = plan.cfg, plan.devices
     if not Path(plan.storage_path).is_absolute() and "://" not in plan.storage_path:
@@ -120,9 +120,9 @@ def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="fitness",
                                                      checkpoint_score_order="max"),
-        callbacks=[RunFolderMirror(plan.save_dir), *ray_callbacks],
+        callbacks=[RunFolderMirror(plan.save_dir), record_fatal_error_callback(plan.save_dir), *ray_callbacks],
         # W&B mode only; never the API key: each node brings its own credentials (see raytrain.tracking).
-        worker_runtime_env={"env_vars": {"WANDB_MODE": plan.tracking["mode"], "WANDB_SILENT": "true"}},
+        worker_runtime_env={"env_vars": {"WANDB_MODE": plan.tracking.wandb_mode, "WANDB_SILENT": "true"}},
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # keep the epoch lines readable
     )
     scaling = ray.train.ScalingConfig(num_workers=devices.num_workers, use_gpu=gpu,
@@ -132,7 +132,14 @@ def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
 
 
 def run(plan: RunPlan) -> FitResult:
-    """Build the trainer for a prepared run, train, and collect the result (Ray must be running)."""
+    """Build the trainer for a prepared run, train, and collect the result (Ray must be running).
+
+    Raises:
+        ConfigError: the workers met an error no retry can fix (the one-line message; Ray did not retry it).
+    """
+    from raytrain.train.worker import FATAL_FILE, fatal_error
+
+    (plan.save_dir / FATAL_FILE).unlink(missing_ok=True)  # an earlier attempt's (e.g. fixed since, then resumed)
     trainer = build_trainer(plan)
     try:
         result = trainer.fit()
@@ -145,6 +152,9 @@ def run(plan: RunPlan) -> FitResult:
         else:
             LOGGER.warning("Training interrupted before its first epoch ended: there is no checkpoint to resume.")
         raise KeyboardInterrupt from None
+    error = fatal_error(plan.save_dir)
+    if error is not None:
+        raise ConfigError(error)
     weights = plan.save_dir / "weights"
     return FitResult(dict(result.metrics or {}), weights / "best.pt", weights / "last.pt", plan.save_dir)
 

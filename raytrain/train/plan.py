@@ -43,7 +43,8 @@ class RunPlan:
         storage_path: absolute path or URI where Ray keeps the run's checkpoints.
         devices: how many workers, on what.
         data: the resolved dataset (:class:`raytrain.data.DataSpec`).
-        tracking: W&B ``mode``, ``project``, ``entity``, ``group``, ``name`` and ``run_id`` (stable across restarts).
+        tracking: who the run is for the trackers (:class:`raytrain.tracking.TrackerInfo`; ids stable across
+            restarts and resumes).
         callbacks: checked user callbacks, ``{event: [functions]}``.
         resumed: whether this continues an earlier run.
     """
@@ -54,7 +55,7 @@ class RunPlan:
     storage_path: str
     devices: DevicePlan
     data: Any
-    tracking: dict[str, Any]
+    tracking: Any
     callbacks: dict[str, list[Callable]] = field(default_factory=dict)
     resumed: bool = False
 
@@ -71,11 +72,28 @@ def available_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def _absolute_file(value: str, key: str) -> str:
-    path = Path(value).expanduser().resolve()
-    if not path.is_file():
-        raise ConfigError(f"{key}={value}: file not found.")
-    return str(path)
+def _absolute_file(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+def _check_checkpoints(cfg: Config, nc: int, resume_ckpt: Mapping[str, Any] | None = None) -> None:
+    """Open every checkpoint the run will load, here on the driver, so a bad file fails once, before Ray starts;
+    messages name each file as the user gave it.
+
+    ``model=`` and ``pretrained=`` may hold another class count (matching tensors transfer, as in Ultralytics'
+    ``model=yolov8n.pt data=custom.yaml``); a resumed run must have the dataset's.
+    """
+    from raytrain.models.checkpoint import inspect_checkpoint
+
+    if cfg.model.endswith(".pt"):
+        inspect_checkpoint(cfg.model, key="model")
+    if isinstance(cfg.pretrained, str):
+        inspect_checkpoint(cfg.pretrained, key="pretrained")
+    if resume_ckpt is not None and int(resume_ckpt["nc"]) != nc:
+        raise ConfigError(f"resume={cfg.resume} predicts {resume_ckpt['nc']} classes but the dataset has {nc}: "
+                          f"resume with the dataset the run was trained on.")
+    if isinstance(cfg.resume, str) and resume_ckpt is None:
+        inspect_checkpoint(cfg.resume, key="resume", nc=nc)
 
 
 def resolve_config(cfg: Config, *, gpus_available: int | None = None) -> Config:
@@ -90,20 +108,25 @@ def resolve_config(cfg: Config, *, gpus_available: int | None = None) -> Config:
     return _resolve(cfg, available_gpus() if gpus_available is None else gpus_available)[0]
 
 
-def _resolve(cfg: Config, gpus_available: int, *, scan: bool = True) -> tuple[Config, DevicePlan, Any]:
+def _resolve(cfg: Config, gpus_available: int, *, scan: bool = True,
+             resume_ckpt: Mapping[str, Any] | None = None) -> tuple[Config, DevicePlan, Any]:
     """The resolved config, its device plan and dataset; ``scan=False`` for a config resolved before (a tune trial's:
-    the experiment resolved and scanned its dataset once, on the driver)."""
+    the experiment resolved and scanned its dataset once, on the driver). ``resume_ckpt``: the ``resume=`` checkpoint,
+    already opened by the resume plan."""
     from raytrain.cluster.storage import resolve_storage
     from raytrain.data import resolve_data, scan_split
+    from raytrain.tracking import check_loggers
+
+    check_loggers(cfg.loggers)
 
     project = Path(cfg.project).expanduser().resolve()
     changes: dict[str, Any] = {"project": str(project), "storage": resolve_storage(cfg.storage, project / ".ray")}
     if cfg.model.endswith(".pt"):
-        changes["model"] = _absolute_file(cfg.model, "model")
+        changes["model"] = _absolute_file(cfg.model)
     if isinstance(cfg.pretrained, str):
-        changes["pretrained"] = _absolute_file(cfg.pretrained, "pretrained")
+        changes["pretrained"] = _absolute_file(cfg.pretrained)
     if isinstance(cfg.resume, str):
-        changes["resume"] = str(Path(cfg.resume).expanduser().resolve())
+        changes["resume"] = _absolute_file(cfg.resume)
     devices = plan_devices(cfg.device, cfg.num_workers, gpus_available)
     batch = cfg.batch
     if batch == -1 and devices.accelerator != "cuda":
@@ -116,6 +139,7 @@ def _resolve(cfg: Config, gpus_available: int, *, scan: bool = True) -> tuple[Co
     except FileNotFoundError as e:
         raise ConfigError(f"data={cfg.data}: {e}") from e
     changes["data"] = str(spec.yaml_file)
+    _check_checkpoints(cfg, nc=1 if cfg.single_cls else spec.nc, resume_ckpt=resume_ckpt)
     for split in ("train", "val") if scan else ():
         index = scan_split(spec, split)  # also fills the label cache the workers read
         if not index.records:
@@ -136,13 +160,26 @@ def trial_run_id(experiment: str, trial_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{trial_id}")[:64]
 
 
-def _tracking(cfg: Config, save_dir: Path, run_name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    from raytrain.tracking import resolve_wandb_mode
+TRACKER_IDENTITY = ("group", "name", "run_id", "params", "parent_run_id", "mlflow_uri")  # run.json keeps these
 
-    given = dict(given or {})
-    return {"mode": resolve_wandb_mode(cfg.wandb_mode), "project": cfg.wandb_project or Path(cfg.project).name,
-            "entity": cfg.wandb_entity, "group": given.get("group"), "name": given.get("name") or save_dir.name,
-            "run_id": given.get("run_id") or tracker_run_id(save_dir, run_name)}
+
+def _tracking(cfg: Config, save_dir: Path, run_name: str, given: Mapping[str, Any] | None) -> Any:
+    """The run's :class:`raytrain.tracking.TrackerInfo`; ``given`` holds a tune trial's (or a resumed run's) ids."""
+    from raytrain.tracking import TrackerInfo, resolve_wandb_mode
+
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    return TrackerInfo(save_dir=save_dir, name=given.get("name") or save_dir.name,
+                       run_id=given.get("run_id") or tracker_run_id(save_dir, run_name),
+                       project=cfg.wandb_project or Path(cfg.project).name, group=given.get("group"),
+                       params=dict(given.get("params") or {}), wandb_mode=resolve_wandb_mode(cfg.wandb_mode),
+                       wandb_entity=cfg.wandb_entity, mlflow_uri=given.get("mlflow_uri") or cfg.mlflow_uri,
+                       parent_run_id=given.get("parent_run_id"))
+
+
+def _write_run_file(save_dir: Path, run_name: str, storage_path: str, tracking: Any) -> None:
+    identity = {k: getattr(tracking, k) for k in TRACKER_IDENTITY}
+    atomic_write(save_dir / RUN_FILE, json.dumps({"ray_run_name": run_name, "storage_path": storage_path,
+                                                  "tracking": identity}, indent=1))
 
 
 # ------------------------------------------------------------------------------------------------------ planning
@@ -160,7 +197,9 @@ def prepare_run(cfg: Config, *, gpus_available: int | None = None, callbacks: di
         cfg: a validated config.
         gpus_available: GPUs Ray can schedule; default: asked from the connected Ray, or this machine.
         callbacks: user callbacks, already checked (:func:`raytrain.engine.callbacks.check_callbacks`).
-        save_dir, run_name, storage_path, tracking: a tune trial's fixed names (see above).
+        save_dir, run_name, storage_path: a tune trial's fixed names (see above).
+        tracking: a tune trial's tracker identity: ``group``, ``name``, ``run_id``, ``params`` (the searched values),
+            ``parent_run_id`` and ``mlflow_uri`` (from :func:`raytrain.tracking.start_experiment`).
         resolved: ``cfg`` comes from :func:`resolve_config` already (tune trials): the dataset is not scanned again.
     """
     gpus = available_gpus() if gpus_available is None else gpus_available
@@ -173,9 +212,7 @@ def prepare_run(cfg: Config, *, gpus_available: int | None = None, callbacks: di
     storage_path = storage_path or str(cfg.storage)
     tracking = _tracking(cfg, save_dir, run_name, tracking)
     cfg.save(save_dir / "args.yaml")
-    atomic_write(save_dir / RUN_FILE, json.dumps({"ray_run_name": run_name, "storage_path": storage_path,
-                                                  "tracking": {k: tracking[k] for k in ("group", "name", "run_id")}},
-                                                 indent=1))
+    _write_run_file(save_dir, run_name, storage_path, tracking)
     return RunPlan(cfg, save_dir, run_name, storage_path, devices, spec, tracking, callbacks or {})
 
 
@@ -195,10 +232,31 @@ def _find_resume(cfg: Config) -> Path:
     return candidates[-1]
 
 
-def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Callable]]) -> RunPlan:
-    from raytrain.models.checkpoint import load_checkpoint
+def _good_weights(last: Path) -> tuple[Path, dict[str, Any]]:
+    """``last`` checked (:func:`inspect_checkpoint`), or, when raytrain's own ``last.pt`` is damaged (e.g. the disk
+    filled up while it was written), the newest good ``epochN.pt`` / ``best.pt`` beside it, with a warning."""
+    from raytrain.models.checkpoint import CheckpointError, inspect_checkpoint
 
-    last = _find_resume(cfg)
+    try:
+        return last, inspect_checkpoint(last, key="resume")
+    except CheckpointError as damaged:
+        if "damaged raytrain checkpoint" not in str(damaged):
+            raise
+        error = damaged
+    candidates = sorted(last.parent.glob("epoch*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in [*candidates, last.parent / "best.pt"]:
+        try:
+            ckpt = inspect_checkpoint(candidate, key="resume")
+        except CheckpointError:
+            continue
+        LOGGER.warning("%s Resuming from the previous good checkpoint instead: %s (epoch %d).", error, candidate,
+                       ckpt["epoch"])
+        return candidate, ckpt
+    raise error
+
+
+def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Callable]]) -> RunPlan:
+    last, ckpt = _good_weights(_find_resume(cfg))
     save_dir = last.parents[1]
     args_file, run_file = save_dir / "args.yaml", save_dir / RUN_FILE
     if not args_file.is_file() or not run_file.is_file():
@@ -206,14 +264,14 @@ def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Cal
     defaults = Config()
     changed = {k: getattr(cfg, k) for k in RESUME_OVERRIDES if getattr(cfg, k) != getattr(defaults, k)}
     resumed = load_config(args_file, **changed, resume=str(last))
-    epoch = int(load_checkpoint(last)["epoch"])
+    epoch = int(ckpt["epoch"])
     if epoch >= resumed.epochs and not resumed.time:
         raise ConfigError(f"resume={last}: that run already trained {epoch}/{resumed.epochs} epochs; nothing to "
                           f"resume. Pass epochs=N (> {epoch}) to train further, or start a new run with "
                           f"pretrained={last}.")
     info = json.loads(run_file.read_text())
     LOGGER.info("Resuming %s after epoch %d (Ray run %s).", save_dir, epoch, info["ray_run_name"])
-    resumed, devices, spec = _resolve(resumed, gpus_available)
+    resumed, devices, spec = _resolve(resumed, gpus_available, resume_ckpt=ckpt)
     resumed.save(args_file)  # the arguments the run now continues with (e.g. more epochs)
     tracking = _tracking(resumed, save_dir, info["ray_run_name"], info.get("tracking"))
     return RunPlan(resumed, save_dir, info["ray_run_name"], info["storage_path"], devices, spec, tracking, callbacks,

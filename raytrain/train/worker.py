@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raytrain.config import make_config
+from raytrain.config import ConfigError, make_config
 from raytrain.engine.loop import EpochReport, run_epochs
 from raytrain.engine.state import initial_state
-from raytrain.engine.train import make_worker
+from raytrain.engine.train import first_message, make_worker
+from raytrain.files import atomic_write
+from raytrain.keys import FATAL_ERROR
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -40,37 +42,72 @@ def worker_config(plan: Any) -> dict[str, Any]:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """The per-worker function Ray Train runs (``config`` from :func:`worker_config`)."""
+    """The per-worker function Ray Train runs (``config`` from :func:`worker_config`).
+
+    An error no retry can fix (:class:`~raytrain.config.ConfigError`: a config, dataset or checkpoint problem, e.g. a
+    file deleted since the driver checked it, a node without the dataset's mount) ends the run at once: every rank
+    reports only :data:`raytrain.keys.FATAL_ERROR` with its one-line message and returns, so Ray does not restart
+    the workers for it (:class:`RecordFatalError` hands the message to the driver). Any other error is a fault: Ray
+    restarts the workers from the last checkpoint, up to ``max_failures``.
+    """
     import ray.train
     import ray.train.torch
 
     from raytrain.cluster.compat import quiet_train_worker_logs
     from raytrain.cluster.sync import current_node_id
+    from raytrain.tracking import open_loggers
 
-    cfg = make_config(config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _setup_logging(rank)
     quiet_train_worker_logs()
+    w = state = error = None
+    try:
+        w, state = _setup(config, rank, world)
+    except ConfigError as e:
+        error = str(e)
+    error = first_message(error)  # every rank: if one cannot start, none trains
+    if error is not None:
+        _report_fatal(error)
+        return
+    if world > 1:
+        w.model = ray.train.torch.prepare_model(w.model, move_to_device=w.device)
+    stage = rank == 0 and config.get("driver_node", "") not in ("", current_node_id())
+    trackers = open_loggers(w.cfg.loggers, config["tracking"], w.cfg.to_dict(), done_epochs=state.epoch) \
+        if rank == 0 else None
+    try:
+        run_epochs(w, state, RayReport(w.save_dir, stage), trackers=trackers)
+    except ConfigError as e:
+        if world > 1:  # the ranks are out of step: a restart meets the same error at setup, and ends there
+            raise
+        _report_fatal(str(e))
+    finally:
+        if trackers is not None:
+            trackers.finish()
+
+
+def _setup(config: dict[str, Any], rank: int, world: int) -> tuple[Any, Any]:
+    """This rank's :class:`~raytrain.engine.train.Worker` and the state it starts from (Ray's checkpoint, else
+    ``resume=last.pt``, else new)."""
+    import ray.train
+
+    cfg = make_config(config["cfg"])
     device = _worker_device(config["accelerator"])
     spec = dataset_on_this_node(cfg.data, config["data"])
     w = make_worker(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
                     callbacks=config["callbacks"], interactive=config["interactive"])
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = initial_state(w, Path(folder))
-    else:
-        state = initial_state(w)
-    if world > 1:
-        w.model = ray.train.torch.prepare_model(w.model, move_to_device=device)
-    stage = rank == 0 and config.get("driver_node", "") not in ("", current_node_id())
-    trackers = _open_trackers(config["tracking"], w, cfg) if rank == 0 else None
-    try:
-        run_epochs(w, state, RayReport(w.save_dir, stage), trackers=trackers)
-    finally:
-        if trackers is not None:
-            trackers.finish()
+    if checkpoint is None:
+        return w, initial_state(w)
+    with checkpoint.as_directory() as folder:
+        return w, initial_state(w, Path(folder))
+
+
+def _report_fatal(message: str) -> None:
+    import ray.train
+
+    LOGGER.error("%s", message)
+    ray.train.report({FATAL_ERROR: message}, checkpoint=None)
 
 
 class RayReport:
@@ -96,16 +133,28 @@ class RayReport:
         ray.train.report(report.metrics, checkpoint=ray.train.Checkpoint.from_directory(report.state_dir))
 
 
-def _open_trackers(tracking: dict[str, Any], w: Any, cfg: Any) -> Any:
-    """Rank 0's W&B run (a no-op object when W&B is off)."""
-    from raytrain.tracking import WandbRun
+FATAL_FILE = "fatal_error.txt"  # in the run folder: the one-line reason a run ended without a retry
 
-    run = WandbRun(mode=tracking["mode"], project=tracking["project"], entity=tracking["entity"],
-                   group=tracking["group"], name=tracking["name"], run_id=tracking["run_id"], save_dir=w.save_dir,
-                   config=cfg.to_dict())
-    run.log_epoch = lambda row, epoch: run.log(row, step=epoch)
-    run.log_summary = lambda metrics: None
-    return run
+
+def record_fatal_error_callback(save_dir: Path) -> Any:
+    """A Ray Train callback (on the controller, which runs on the caller's node) that writes a run's fatal error into
+    ``save_dir/fatal_error.txt``: the channel back to the caller, as a report without a checkpoint is not part of
+    Ray's ``Result``."""
+    from ray.train import UserCallback
+
+    class RecordFatalError(UserCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            message = metrics[0].get(FATAL_ERROR) if metrics else None
+            if message:
+                atomic_write(Path(save_dir) / FATAL_FILE, str(message))
+
+    return RecordFatalError()
+
+
+def fatal_error(save_dir: Path) -> str | None:
+    """The fatal error a run in ``save_dir`` ended with, or None."""
+    path = Path(save_dir) / FATAL_FILE
+    return path.read_text().strip() if path.is_file() else None
 
 
 def dataset_on_this_node(data: str, spec: Any) -> Any:
