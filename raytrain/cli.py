@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {
         usage="raytrain fit data=DATA model=yolov8n epochs=100 imgsz=640 [batch device=0,1 resume=True ...]\n\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. batch is the\n"
               "global batch, split across workers. resume=True continues the newest run in project.",
-        target="raytrain.fit:main",
+        target="raytrain.train.fit:main",
         keys=tuple(k for k in FIELDS if k not in ("split", "save_json", "source", "conf")),
         example="raytrain fit data=shapes epochs=30 imgsz=320 batch=16",
     ),

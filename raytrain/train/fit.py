@@ -137,7 +137,7 @@ def run(plan: RunPlan) -> FitResult:
     Raises:
         ConfigError: the workers met an error no retry can fix (the one-line message; Ray did not retry it).
     """
-    from raytrain.train.worker import FATAL_FILE, fatal_error
+    from raytrain.train.plan import FATAL_FILE, fatal_error
 
     (plan.save_dir / FATAL_FILE).unlink(missing_ok=True)  # an earlier attempt's (e.g. fixed since, then resumed)
     trainer = build_trainer(plan)

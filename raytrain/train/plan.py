@@ -27,6 +27,7 @@ from raytrain.files import atomic_write, next_run_dir
 
 LOGGER = logging.getLogger("raytrain")
 RUN_FILE = "run.json"  # Ray run name, storage and tracker ids of a run folder, read by resume
+FATAL_FILE = "fatal_error.txt"  # in a run folder: the one-line reason a run ended without a retry
 # Arguments a resumed run may change; everything else comes from the run's args.yaml.
 RESUME_OVERRIDES = ("epochs", "time", "patience", "device", "num_workers", "cpus_per_worker", "workers",
                     "max_failures", "address", "wandb_mode", "verbose", "plots", "save_period")
@@ -47,6 +48,8 @@ class RunPlan:
             restarts and resumes).
         callbacks: checked user callbacks, ``{event: [functions]}``.
         resumed: whether this continues an earlier run.
+        resume_state: a state folder to resume from when Ray Train has no snapshot of the run (a tune trial that
+            trained in its own process keeps its states as Tune checkpoints).
     """
 
     cfg: Config
@@ -58,6 +61,7 @@ class RunPlan:
     tracking: Any
     callbacks: dict[str, list[Callable]] = field(default_factory=dict)
     resumed: bool = False
+    resume_state: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- resolving
@@ -108,11 +112,11 @@ def resolve_config(cfg: Config, *, gpus_available: int | None = None) -> Config:
     return _resolve(cfg, available_gpus() if gpus_available is None else gpus_available)[0]
 
 
-def _resolve(cfg: Config, gpus_available: int, *, scan: bool = True,
+def _resolve(cfg: Config, gpus_available: int, *, check: bool = True,
              resume_ckpt: Mapping[str, Any] | None = None) -> tuple[Config, DevicePlan, Any]:
-    """The resolved config, its device plan and dataset; ``scan=False`` for a config resolved before (a tune trial's:
-    the experiment resolved and scanned its dataset once, on the driver). ``resume_ckpt``: the ``resume=`` checkpoint,
-    already opened by the resume plan."""
+    """The resolved config, its device plan and dataset; ``check=False`` for a config resolved before (a tune
+    trial's: the experiment scanned its dataset and opened its checkpoints once, on the driver; a file broken since
+    fails the trial once, when it loads). ``resume_ckpt``: the ``resume=`` checkpoint, opened by the resume plan."""
     from raytrain.cluster.storage import resolve_storage
     from raytrain.data import resolve_data, scan_split
     from raytrain.tracking import check_loggers
@@ -139,8 +143,9 @@ def _resolve(cfg: Config, gpus_available: int, *, scan: bool = True,
     except FileNotFoundError as e:
         raise ConfigError(f"data={cfg.data}: {e}") from e
     changes["data"] = str(spec.yaml_file)
-    _check_checkpoints(cfg, nc=1 if cfg.single_cls else spec.nc, resume_ckpt=resume_ckpt)
-    for split in ("train", "val") if scan else ():
+    if check:
+        _check_checkpoints(cfg, nc=1 if cfg.single_cls else spec.nc, resume_ckpt=resume_ckpt)
+    for split in ("train", "val") if check else ():
         index = scan_split(spec, split)  # also fills the label cache the workers read
         if not index.records:
             raise ConfigError(f"data={cfg.data}: the {split} split has no usable images ({len(index.skipped)} "
@@ -176,16 +181,35 @@ def _tracking(cfg: Config, save_dir: Path, run_name: str, given: Mapping[str, An
                        parent_run_id=given.get("parent_run_id"))
 
 
-def _write_run_file(save_dir: Path, run_name: str, storage_path: str, tracking: Any) -> None:
+def _write_run_file(save_dir: Path, run_name: str, storage_path: str, tracking: Any, states: str | None) -> None:
     identity = {k: getattr(tracking, k) for k in TRACKER_IDENTITY}
-    atomic_write(save_dir / RUN_FILE, json.dumps({"ray_run_name": run_name, "storage_path": storage_path,
-                                                  "tracking": identity}, indent=1))
+    record = {"ray_run_name": run_name, "storage_path": storage_path, "tracking": identity}
+    if states:
+        record["states"] = states
+    atomic_write(save_dir / RUN_FILE, json.dumps(record, indent=1))
+
+
+def latest_state(states: str | None) -> str | None:
+    """The newest ``checkpoint_*`` folder holding a training state under a (local) checkpoint folder, or None."""
+    from raytrain.engine.state import STATE_FILE
+
+    if not states or "://" in states:
+        return None
+    found = sorted(Path(states).glob(f"checkpoint_*/{STATE_FILE}"), key=lambda p: p.parent.name)
+    return str(found[-1].parent) if found else None
+
+
+def fatal_error(save_dir: Path) -> str | None:
+    """The error no retry could fix that a run in ``save_dir`` ended with (its one-line message), or None."""
+    path = Path(save_dir) / FATAL_FILE
+    return path.read_text().strip() if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------------ planning
 def prepare_run(cfg: Config, *, gpus_available: int | None = None, callbacks: dict[str, list[Callable]] | None = None,
                 save_dir: Path | None = None, run_name: str | None = None, storage_path: str | None = None,
-                tracking: Mapping[str, Any] | None = None, resolved: bool = False) -> RunPlan:
+                tracking: Mapping[str, Any] | None = None, resolved: bool = False,
+                states: str | None = None) -> RunPlan:
     """Resolve ``cfg``, pick the run folder and Ray run name, write ``args.yaml`` and ``run.json``: a :class:`RunPlan`.
 
     A new run gets a fresh folder (``train``, ``train2``, ... unless ``exist_ok``) and a fresh Ray run name (with a
@@ -200,19 +224,22 @@ def prepare_run(cfg: Config, *, gpus_available: int | None = None, callbacks: di
         save_dir, run_name, storage_path: a tune trial's fixed names (see above).
         tracking: a tune trial's tracker identity: ``group``, ``name``, ``run_id``, ``params`` (the searched values),
             ``parent_run_id`` and ``mlflow_uri`` (from :func:`raytrain.tracking.start_experiment`).
-        resolved: ``cfg`` comes from :func:`resolve_config` already (tune trials): the dataset is not scanned again.
+        resolved: ``cfg`` comes from :func:`resolve_config` already (tune trials): the dataset is not scanned again
+            nor the checkpoints opened.
+        states: where the run's full training states are kept besides Ray Train's snapshot (a tune trial's Tune
+            checkpoint folder); ``run.json`` records it for ``raytrain fit resume=``.
     """
     gpus = available_gpus() if gpus_available is None else gpus_available
     if cfg.resume:
         return _resume_plan(cfg, gpus, callbacks or {})
-    cfg, devices, spec = _resolve(cfg, gpus, scan=not resolved)
+    cfg, devices, spec = _resolve(cfg, gpus, check=not resolved)
     save_dir = Path(save_dir) if save_dir is not None else next_run_dir(Path(cfg.project), cfg.name, cfg.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     run_name = run_name or f"{save_dir.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
     storage_path = storage_path or str(cfg.storage)
     tracking = _tracking(cfg, save_dir, run_name, tracking)
     cfg.save(save_dir / "args.yaml")
-    _write_run_file(save_dir, run_name, storage_path, tracking)
+    _write_run_file(save_dir, run_name, storage_path, tracking, states)
     return RunPlan(cfg, save_dir, run_name, storage_path, devices, spec, tracking, callbacks or {})
 
 
@@ -275,4 +302,4 @@ def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Cal
     resumed.save(args_file)  # the arguments the run now continues with (e.g. more epochs)
     tracking = _tracking(resumed, save_dir, info["ray_run_name"], info.get("tracking"))
     return RunPlan(resumed, save_dir, info["ray_run_name"], info["storage_path"], devices, spec, tracking, callbacks,
-                   resumed=True)
+                   resumed=True, resume_state=latest_state(info.get("states")))

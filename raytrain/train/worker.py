@@ -19,6 +19,7 @@ from raytrain.engine.state import initial_state
 from raytrain.engine.train import first_message, make_worker
 from raytrain.files import atomic_write
 from raytrain.keys import FATAL_ERROR
+from raytrain.train.plan import FATAL_FILE
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -34,6 +35,7 @@ def worker_config(plan: Any) -> dict[str, Any]:
         "accelerator": plan.devices.accelerator,
         "callbacks": plan.callbacks,
         "tracking": plan.tracking,
+        "resume_state": plan.resume_state,
         "interactive": sys.stderr.isatty(),
         # Ray places the Train controller on this (the caller's) node; a rank 0 elsewhere stages its run files
         # in the checkpoint for RunFolderMirror to copy here (see raytrain.cluster.sync).
@@ -59,7 +61,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    _setup_logging(rank)
+    setup_worker_logging(rank)
     quiet_train_worker_logs()
     w = state = error = None
     try:
@@ -97,8 +99,9 @@ def _setup(config: dict[str, Any], rank: int, world: int) -> tuple[Any, Any]:
     w = make_worker(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
                     callbacks=config["callbacks"], interactive=config["interactive"])
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return w, initial_state(w)
+    if checkpoint is None:  # no snapshot in Ray Train: a state kept elsewhere (a tune trial's), else resume=/new
+        resume_state = config.get("resume_state")
+        return w, initial_state(w, Path(resume_state) if resume_state else None)
     with checkpoint.as_directory() as folder:
         return w, initial_state(w, Path(folder))
 
@@ -133,9 +136,6 @@ class RayReport:
         ray.train.report(report.metrics, checkpoint=ray.train.Checkpoint.from_directory(report.state_dir))
 
 
-FATAL_FILE = "fatal_error.txt"  # in the run folder: the one-line reason a run ended without a retry
-
-
 def record_fatal_error_callback(save_dir: Path) -> Any:
     """A Ray Train callback (on the controller, which runs on the caller's node) that writes a run's fatal error into
     ``save_dir/fatal_error.txt``: the channel back to the caller, as a report without a checkpoint is not part of
@@ -149,12 +149,6 @@ def record_fatal_error_callback(save_dir: Path) -> Any:
                 atomic_write(Path(save_dir) / FATAL_FILE, str(message))
 
     return RecordFatalError()
-
-
-def fatal_error(save_dir: Path) -> str | None:
-    """The fatal error a run in ``save_dir`` ended with, or None."""
-    path = Path(save_dir) / FATAL_FILE
-    return path.read_text().strip() if path.is_file() else None
 
 
 def dataset_on_this_node(data: str, spec: Any) -> Any:
@@ -172,7 +166,7 @@ def dataset_on_this_node(data: str, spec: Any) -> Any:
     return resolve_data(data)
 
 
-def _setup_logging(rank: int) -> None:
+def setup_worker_logging(rank: int) -> None:
     if not LOGGER.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))

@@ -15,9 +15,8 @@ from typing import Any
 
 from raytrain.config import Config, ConfigError
 from raytrain.tuning.experiment import Experiment
-from raytrain.tuning.orchestrate import run_experiment
+from raytrain.tuning.orchestrate import resolve_train_args, run_experiment
 from raytrain.tuning.space import TuneSpec, load_space
-from raytrain.tuning.trial import TRAINER_FACTORY
 
 
 @dataclass
@@ -38,13 +37,13 @@ class TuneResult:
         return pd.DataFrame(self.trials)
 
 
-def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _trainer_factory: str = TRAINER_FACTORY,
-         **overrides: Any) -> TuneResult:
+def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **overrides: Any) -> TuneResult:
     """Search training hyperparameters: one ``raytrain fit`` run per trial, scheduled by Ray Tune.
 
     Ray must be running (``ray.init(include_dashboard=True)``, or a cluster); ``start_ray=True`` (what
     ``raytrain tune`` does) starts a local Ray with the dashboard, or connects to ``address=`` / ``RAY_ADDRESS``,
-    and shuts it down afterwards. The search space is validated before any trial starts.
+    and shuts it down afterwards. The search space, the dataset and every file the trials will load are checked
+    once, before any trial starts (before Ray starts, when it is started here).
 
     Args:
         space: a search-space YAML file, or the same structure as a dict.
@@ -59,15 +58,21 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, _tra
 
     spec = load_space(space, overrides)
     if ray.is_initialized():
-        return _result(run_experiment(spec, _trainer_factory), spec)
+        return _result(run_experiment(spec), spec)
     if not start_ray:
         raise RuntimeError("raytrain.tune() needs Ray running: call ray.init(include_dashboard=True) first "
                            "(ray.init(address='auto') to join a cluster), or pass start_ray=True.")
     from raytrain.cluster.local import init_ray
 
-    init_ray(spec.address or os.environ.get("RAY_ADDRESS"))
+    address = spec.address or os.environ.get("RAY_ADDRESS")  # a documented entry point: it may read RAY_ADDRESS
+    train = None
+    if address in (None, "", "local"):  # local: check everything before paying for Ray's start
+        import torch
+
+        train = resolve_train_args(spec, gpus_available=torch.cuda.device_count())
+    init_ray(address)
     try:
-        return _result(run_experiment(spec, _trainer_factory), spec)
+        return _result(run_experiment(spec, train), spec)
     finally:
         ray.shutdown()
 

@@ -7,8 +7,10 @@ and each trial folder's ``result.json`` (Tune's per-epoch results, one JSON obje
 
 How a trial ended (``end`` column): ``completed`` (ran all its epochs), ``asha-stopped`` (ASHA cut it at a rung),
 ``patience-stopped`` (no improvement of the metric for ``patience`` epochs), ``time-budget`` (the experiment's
-``time_budget_s`` ran out while it trained), ``error`` (failed after its retries), ``running`` / ``pending``
-(the experiment is still going, or was interrupted: ``resume=True`` continues it).
+``time_budget_s`` ran out while it trained), ``error`` (failed after its retries, or at once on an error no retry
+can fix), ``lost`` (started just before a killed driver last saved Tune's state, so a resumed experiment could not
+continue it), ``running`` / ``pending`` (the experiment is still going, or was interrupted: ``resume=True``
+continues it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ SPACE_FILE = "tune_space.yaml"
 # Not .json/.pkl: Tune copies those top-level files into its driver staging folder on restore and syncs them back
 # over the experiment folder, which would undo the updates made after the restore.
 STATUS_FILE = "trial_status.yaml"
-ENDS = ("completed", "asha-stopped", "patience-stopped", "time-budget", "error", "running", "pending")
+ENDS = ("completed", "asha-stopped", "patience-stopped", "time-budget", "error", "lost", "running", "pending")
 
 
 @dataclass

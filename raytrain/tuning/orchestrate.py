@@ -32,11 +32,16 @@ LOGGER = logging.getLogger("raytrain")
 
 
 # -------------------------------------------------------------------------------------------------- capacity
-def trial_footprint(cfg: Config) -> tuple[int, float, int]:
-    """(training workers, CPUs, GPUs) one trial's Train worker group reserves."""
-    workers = cfg.num_workers or 1
-    gpu = cfg.device.strip().lower() not in ("cpu", "mps")
-    return workers, workers * cfg.cpus_per_worker, workers if gpu else 0
+def trial_footprint(cfg: Config, gpus_available: float) -> tuple[int, float, float]:
+    """(training workers, CPUs, GPUs) one trial trains on, on a cluster with ``gpus_available`` GPUs.
+
+    ``device=''`` (tune's ``resources.gpu`` unset) trains on GPUs when the cluster has any, else on CPUs.
+    """
+    from raytrain.engine.devices import plan_devices
+
+    devices = plan_devices(cfg.device, cfg.num_workers or 1, int(gpus_available))
+    workers = devices.num_workers
+    return workers, workers * cfg.cpus_per_worker, workers if devices.accelerator == "cuda" else 0
 
 
 def concurrency_cap(spec: TuneSpec, cluster: Mapping[str, float]) -> int:
@@ -45,7 +50,7 @@ def concurrency_cap(spec: TuneSpec, cluster: Mapping[str, float]) -> int:
     Tune does not see the Train workers a trial starts, so it would happily start more trials than there are
     workers for; they would then wait for resources forever. ``max_concurrent_trials`` may lower the cap.
     """
-    _, cpus, gpus = trial_footprint(spec.base_config)
+    _, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
     if gpus and cluster.get("GPU", 0) >= gpus:
         fits = int(cluster.get("GPU", 0) // gpus)
     else:
@@ -75,18 +80,29 @@ def experiment_dir(spec: TuneSpec) -> Path:
     return next_run_dir(project, spec.name, exist_ok=spec.exist_ok)
 
 
-def resolve_train_args(spec: TuneSpec) -> dict[str, Any]:
-    """The fixed arguments resolved once, on the driver, before trials start (Ray must be running).
+def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dict[str, Any]:
+    """The fixed arguments resolved once, on the driver, before trials start (``gpus_available``: default, asked
+    from the running Ray). Every file a trial will load is opened here, once for the experiment.
 
     Trials run in their own working directories (possibly on other nodes), so relative ``data=`` / ``model=`` paths
     would break there; built-in datasets are generated or downloaded and scanned here, once, not by every trial.
     """
+    from raytrain.models.checkpoint import inspect_checkpoint
     from raytrain.train.plan import resolve_config
 
     try:
-        return resolve_config(spec.base_config).to_dict()
+        train = resolve_config(spec.base_config, gpus_available=gpus_available).to_dict()
     except ConfigError as e:
         raise ConfigError(f"{spec.source}: train: {e}") from None
+    for key in ("model", "pretrained"):  # searched checkpoints: opened here, once, like the fixed ones
+        param = spec.space.get(key)
+        for value in param.values if param is not None else ():
+            if isinstance(value, str) and value.endswith(".pt"):
+                try:
+                    inspect_checkpoint(value, key=key)
+                except ConfigError as e:
+                    raise ConfigError(f"{spec.source}: space.{key}: {e}") from None
+    return train
 
 
 def check_dashboard(spec: TuneSpec) -> str | None:
@@ -100,12 +116,22 @@ def check_dashboard(spec: TuneSpec) -> str | None:
     return url
 
 
-def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, trainer_factory: str) -> TrialJob:
+def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str, Any],
+              cluster: Mapping[str, float]) -> TrialJob:
+    """The trials' shared job; starts the experiment's tracker records (e.g. MLflow's parent run) once."""
+    from raytrain.tracking import start_experiment
+
+    workers, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
+    # A one-worker trial trains in its own process, which reserves the trial's CPUs and GPU; a multi-worker trial's
+    # process reserves only a token (its Ray Train workers reserve the real resources).
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})} if workers == 1 else dict(TRIAL_TOKEN_RESOURCES)
+    project = spec.wandb_project or Path(spec.project).name
+    tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
+                                mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
     return TrialJob(
-        train=resolve_train_args(spec), param_names=tuple(spec.space), experiment=exp_dir.name,
-        experiment_dir=str(exp_dir), train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
-        wandb_project=spec.wandb_project or Path(spec.project).name, wandb_mode=spec.wandb_mode,
-        trainer_factory=trainer_factory,
+        train=train, param_names=tuple(spec.space), experiment=exp_dir.name, experiment_dir=str(exp_dir),
+        train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER), wandb_project=project,
+        wandb_mode=spec.wandb_mode, metric=spec.metric, workers=workers, resources=resources, tracking=tracking,
     )
 
 
@@ -139,27 +165,32 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
     tune_config = ray.tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=cap), scheduler=make_scheduler(spec, status),
-        time_budget_s=spec.time_budget_s, reuse_actors=False,
+        time_budget_s=spec.time_budget_s,
+        # Trials that train in their own process reuse it for the next trial (no new process, no new imports).
+        reuse_actors=job.workers == 1,
         trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
     run_config = ray.tune.RunConfig(
         name=exp_dir.name, storage_path=storage_root, stop=make_patience_stopper(spec, status),
         callbacks=[make_status_callback(spec, status, job)],
         failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),  # a trial resumes from its latest
         verbose=1,
     )
     return ray.tune.Tuner(trainable(job), tune_config=tune_config, run_config=run_config)
 
 
 def trainable(job: TrialJob) -> Any:
-    """The trial function with its job bound and a token reservation of its own (Train reserves the workers)."""
+    """The trial function with its job bound and its own reservation (:attr:`TrialJob.resources`)."""
     import ray.tune
 
-    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), dict(TRIAL_TOKEN_RESOURCES))
+    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), dict(job.resources))
 
 
-def run_experiment(spec: TuneSpec, trainer_factory: str) -> Experiment:
+def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None) -> Experiment:
     """Run (or resume) the experiment on the running Ray; returns it read back, with its reports written.
+
+    ``train``: the fixed arguments, already resolved (:func:`resolve_train_args`); default: resolved here.
 
     Also after Ctrl-C: the reports and plots show what ran so far, then the interrupt propagates.
     """
@@ -173,10 +204,11 @@ def run_experiment(spec: TuneSpec, trainer_factory: str) -> Experiment:
         from raytrain.cluster.storage import require_shared_storage
 
         require_shared_storage(storage_root)
-    cap = concurrency_cap(spec, ray.cluster_resources())
+    cluster = ray.cluster_resources()
+    cap = concurrency_cap(spec, cluster)
     dashboard = check_dashboard(spec)
     base = spec.base_config
-    job = build_job(spec, exp_dir, storage_root, trainer_factory)
+    job = build_job(spec, exp_dir, storage_root, train or resolve_train_args(spec), cluster)
     exp_dir.mkdir(parents=True, exist_ok=True)
     if not spec.resume:
         atomic_write(exp_dir / SPACE_FILE, yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name,
@@ -191,7 +223,18 @@ def run_experiment(spec: TuneSpec, trainer_factory: str) -> Experiment:
         tuner.fit()
     finally:
         exp = summarize(exp_dir).experiment  # also after Ctrl-C: the table and plots of what ran so far
+    _finish_trackers(job, exp)
     return exp
+
+
+def _finish_trackers(job: TrialJob, exp: Experiment) -> None:
+    """Close the experiment's tracker records (MLflow's parent run) with the best trial's best metrics."""
+    from raytrain.tracking import finish_experiment
+
+    best = exp.best_trial()
+    value = best.best(exp.metric, exp.mode)[0] if best else None
+    finish_experiment(job.train.get("loggers", []), experiment_dir=Path(job.experiment_dir),
+                      best={exp.metric: value} if value is not None else None)
 
 
 def restore_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int) -> Any:
@@ -199,7 +242,7 @@ def restore_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: st
     import ray.tune
 
     path = join_storage(storage_root, exp_dir.name)
-    if not ray.tune.Tuner.canrestore_tuner(path):
+    if not ray.tune.Tuner.can_restore(path):
         raise ConfigError(f"resume=True: {path} has no Tune experiment state to restore.")
     LOGGER.info("Resuming %s: finished trials are kept, unfinished trials continue from their last epoch.", path)
     return ray.tune.Tuner.restore(path, trainable(job), resume_unfinished=True, resume_errored=True)

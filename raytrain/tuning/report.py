@@ -22,11 +22,12 @@ BEST_WEIGHTS = "best.pt"
 
 # ------------------------------------------------------------------------------------------------------ writing
 def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
-    """``trials.csv``: one row per trial, best first: parameters, final and best metric, epochs run, how it ended."""
+    """``trials.csv``: one row per trial, best first: parameters, final and best metric, epochs run, how it ended
+    (and, for a trial that ended in ``error``, why)."""
     path = path or exp.path / TRIALS_CSV
     metric = exp.metric
     header = ["rank", "trial", "end", "stopped_at_epoch", "epochs_run", "epochs_planned", f"final {metric}",
-              f"best {metric}", "best_epoch", *exp.param_names, "trial_id", "save_dir"]
+              f"best {metric}", "best_epoch", *exp.param_names, "trial_id", "save_dir", "error"]
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)
@@ -34,7 +35,8 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
         best, best_epoch = t.best(metric, exp.mode)
         writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), t.epochs_run, _blank(t.epochs_planned),
                          _fmt(t.final(metric)), _fmt(best), _blank(best_epoch),
-                         *(_blank(t.params.get(p)) for p in exp.param_names), t.trial_id, _blank(t.save_dir)])
+                         *(_blank(t.params.get(p)) for p in exp.param_names), t.trial_id, _blank(t.save_dir),
+                         _blank(t.error)])
     return atomic_write(path, text.getvalue())  # a reader of a running experiment never sees half a table
 
 

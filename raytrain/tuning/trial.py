@@ -1,23 +1,34 @@
-"""The trial function: one ``raytrain fit`` run per trial, as a Ray Train ``TorchTrainer`` reporting to Tune.
+"""The trial function: one training run per trial, prepared like ``raytrain fit`` prepares its runs.
 
-The trial builds its trainer with the factory named in :attr:`TrialJob.trainer_factory` (its own workers, one or
-several GPUs) and calls ``fit()``. Train reports every epoch to Tune through ``TuneReportCallback``, so ASHA (on the
-reported ``epoch``) and the patience stopper can cut weak trials. Names are stable (the trial's number), so a
-retried or resumed trial finds its own Train run, checkpoints and W&B run.
+A trial plans its run with :func:`raytrain.train.plan.prepare_run` (so its folder is an ordinary run folder), then
+trains in one of two ways:
+
+- **In the trial** (one worker per trial, the default): the Ray-free loop runs right here, in the Tune trial's own
+  process, which holds the trial's CPUs and GPU (share). Each epoch it reports its metrics and its state folder to Tune
+  as a checkpoint; Tune restores a failed or resumed trial from it, and reuses trial processes between trials, so a
+  trial starts in seconds. ASHA's stop ends the trial inside its report (nothing is killed).
+- **With Ray Train** (``resources.workers`` > 1): a ``TorchTrainer`` with its own workers (DDP across GPUs and
+  nodes), reporting to Tune through ``TuneReportCallback``; the trial process itself reserves almost nothing.
+
+Names are stable (the trial's number), so a retried or resumed trial finds its own checkpoints and tracker runs. An
+error no retry can fix (a :class:`~raytrain.config.ConfigError`) ends the trial once: its message goes to
+``fatal_error.txt`` in the trial folder and the driver marks the trial ``error``.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raytrain.config import make_config
+from raytrain.config import ConfigError, make_config
 
-TRAINER_FACTORY = "raytrain.ray_fit:build_trainer"
-TRAIN_FOLDER = "_train"  # the trials' Ray Train runs (checkpoints) inside the experiment folder
-TRIALS_FOLDER = "trials"  # the trials' fit run folders (weights, results.csv, W&B files)
+LOGGER = logging.getLogger("raytrain")
+TRAIN_FOLDER = "_train"  # the Ray Train runs (checkpoints) of multi-worker trials, inside the experiment folder
+TRIALS_FOLDER = "trials"  # the trials' run folders (weights, results.csv, tracker files)
+STARTUP_FILE = "startup.json"  # in a trial folder: when each stage of the trial's start-up ended (wall clock)
 # fit's own patience is off in a trial: tune's patience stopper applies the rule and labels the trial.
 NO_FIT_PATIENCE = 10**6
 
@@ -28,60 +39,200 @@ class TrialJob:
 
     train: dict[str, Any]  # fixed, resolved training arguments
     param_names: tuple[str, ...]
-    experiment: str  # experiment name: the W&B group
+    experiment: str  # experiment name: the tracker group
     experiment_dir: str  # absolute: where trial run folders go
-    train_storage: str  # absolute path or URI: where the trials' Train runs keep checkpoints
+    train_storage: str  # absolute path or URI: where multi-worker trials' Train runs keep checkpoints
     wandb_project: str
     wandb_mode: str
-    trainer_factory: str = TRAINER_FACTORY  # "module:function" with build_trainer's signature
+    metric: str = "fitness"  # the experiment's objective (a fatal trial reports it as NaN: see _record_fatal)
+    workers: int = 1  # training workers per trial: 1 trains in the trial itself, more start a TorchTrainer
+    resources: dict[str, float] = field(default_factory=dict)  # what the trial process reserves
+    tracking: dict[str, Any] = field(default_factory=dict)  # from raytrain.tracking.start_experiment
 
 
 def trial_name(trial: Any) -> str:
-    """``trial_00003``: a Tune trial's number within the experiment (names its folders and its W&B run)."""
+    """``trial_00003``: a Tune trial's number within the experiment (names its folders and its tracker runs)."""
     return f"trial_{trial.trial_id.rsplit('_', 1)[-1]}"
 
 
 def trial_save_dir(job: TrialJob, name: str) -> Path:
-    """The fit run folder of the trial called ``name``."""
+    """The run folder of the trial called ``name``."""
     return Path(job.experiment_dir) / TRIALS_FOLDER / name
 
 
-def wandb_id(experiment: str, trial_id: str) -> str:
-    """The W&B run id of a trial: stable, so a retried or resumed trial continues its W&B run."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{trial_id}")[:64]
-
-
 def trial_overrides(job: TrialJob, name: str) -> dict[str, Any]:
-    """Arguments tune sets on every trial's config: its run folder, W&B settings, and no fit-side patience."""
+    """Arguments tune sets on every trial's config: its run folder, workers, W&B settings, no fit-side patience."""
     return {"project": str(Path(job.experiment_dir) / TRIALS_FOLDER), "name": name, "exist_ok": True,
-            "patience": NO_FIT_PATIENCE, "wandb_project": job.wandb_project, "wandb_mode": job.wandb_mode,
-            "resume": False}
+            "num_workers": job.workers, "patience": NO_FIT_PATIENCE, "wandb_project": job.wandb_project,
+            "wandb_mode": job.wandb_mode, "resume": False}
+
+
+def trial_tracking(job: TrialJob, trial_id: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's tracker identity: the experiment as group, a stable run id, the searched values first-class."""
+    from raytrain.train.plan import trial_run_id
+
+    return {"group": job.experiment, "name": name, "run_id": trial_run_id(job.experiment, trial_id),
+            "params": params, **job.tracking}
 
 
 def run_trial(config: dict[str, Any], job: TrialJob) -> None:
-    """Tune's trial function: one ``raytrain fit`` run as a Ray Train ``TorchTrainer``, reporting every epoch."""
-    import importlib
-
+    """Tune's trial function (see the module docstring)."""
+    marks = {"entered": time.time()}
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
+    from raytrain.train.plan import FATAL_FILE, prepare_run
+    from raytrain.train.worker import setup_worker_logging
+
+    marks["imported"] = time.time()
+    setup_worker_logging(0)
     context = ray.tune.get_context()
     trial_id, name = context.get_trial_id(), context.get_trial_name()
     params = {k: config[k] for k in job.param_names if k in config}
-    cfg = make_config(job.train, params, trial_overrides(job, name))
-    module, _, function = job.trainer_factory.partition(":")
-    build_trainer = getattr(importlib.import_module(module), function)
-    trainer = build_trainer(
-        cfg,
-        run_name=name,  # stable across retries and resume: Train finds its own snapshot
-        storage_path=job.train_storage,
-        save_dir=Path(cfg.project) / name,
-        ray_callbacks=[TuneReportCallback()],
-        tracking={"group": job.experiment, "name": name, "id": wandb_id(job.experiment, trial_id)},
-    )
-    result = trainer.fit()
+    save_dir = trial_save_dir(job, name)
+    (save_dir / FATAL_FILE).unlink(missing_ok=True)  # an earlier attempt's
+    try:
+        cfg = make_config(job.train, params, trial_overrides(job, name))
+        plan = prepare_run(cfg, save_dir=save_dir, run_name=name, storage_path=job.train_storage,
+                           tracking=trial_tracking(job, trial_id, name, params), resolved=True,
+                           states=context.get_trial_dir() if job.workers == 1 else None)
+    except ConfigError as e:  # the same for every attempt: end the trial once (the driver marks it "error")
+        _record_fatal(save_dir, str(e), job.metric)
+        return
+    marks["planned"] = time.time()
+    if job.workers > 1:
+        _train_with_ray_train(plan, job.metric)
+    else:
+        _train_in_trial(plan, marks, job.metric)
+
+
+def _record_fatal(save_dir: Path, message: str, metric: str, written: bool = False) -> None:
+    """End a trial on an error no retry can fix: its one-line reason in the trial folder (``written``: already there,
+    by Ray Train's controller) for the driver, and one report to Tune with the objective as NaN, which Tune
+    requires of a trial's result, ASHA and the patience rule ignore, and Optuna records as a failed trial."""
+    import ray.tune
+
+    from raytrain.files import atomic_write
+    from raytrain.keys import FATAL_ERROR
+    from raytrain.train.plan import FATAL_FILE
+
+    if not written:
+        LOGGER.error("%s", message)
+        atomic_write(save_dir / FATAL_FILE, message)
+    ray.tune.report({metric: float("nan"), FATAL_ERROR: message})
+
+
+# ------------------------------------------------------------------------------------------- in the trial itself
+def _train_in_trial(plan: Any, marks: dict[str, float], metric: str) -> None:
+    """The loop in this process: restore from Tune's checkpoint, report each epoch (metrics + state) to Tune."""
+    import ray.tune
+
+    from raytrain.engine.loop import run_epochs
+    from raytrain.engine.state import initial_state
+    from raytrain.engine.train import make_worker
+    from raytrain.tracking import open_loggers
+
+    trackers = w = None
+    try:
+        try:
+            w = make_worker(plan.cfg, plan.data, device=_trial_device(plan.devices.accelerator),
+                            save_dir=plan.save_dir, callbacks={"on_train_batch_end": [StartupMarks(marks)]})
+            marks["worker_ready"] = time.time()
+            checkpoint = ray.tune.get_checkpoint()
+            if checkpoint is None:
+                state = initial_state(w)
+            else:
+                with checkpoint.as_directory() as folder:
+                    state = initial_state(w, Path(folder))
+        except ConfigError as e:
+            _record_fatal(plan.save_dir, str(e), metric)
+            return
+        trackers = open_loggers(plan.cfg.loggers, plan.tracking, plan.cfg.to_dict(), done_epochs=state.epoch)
+        try:
+            run_epochs(w, state, report_to_tune, trackers=trackers)
+        except ConfigError as e:
+            _record_fatal(plan.save_dir, str(e), metric)
+    finally:  # also when Tune stops the trial inside its report (SystemExit): the process serves the next trial
+        if trackers is not None:
+            trackers.finish()
+        w = trackers = None
+        _release_memory()
+
+
+def report_to_tune(report: Any) -> None:
+    """The loop's report sink in a trial: metrics and the state folder (as Tune's checkpoint) to Tune."""
+    import ray.tune
+
+    ray.tune.report(report.metrics, checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
+
+
+class StartupMarks:
+    """A batch-end callback that records when the trial's first batch ended, with the earlier start-up marks, in the
+    trial folder's ``startup.json`` (read by ``bench/trial_overhead.py``)."""
+
+    def __init__(self, marks: dict[str, float]) -> None:
+        self.marks = marks
+
+    def __call__(self, state: Any) -> None:
+        if "first_step" in self.marks:
+            return
+        import json
+        import os
+
+        import psutil
+
+        from raytrain.files import atomic_write
+
+        self.marks.update(first_step=time.time(), process_started=psutil.Process(os.getpid()).create_time(),
+                          pid=os.getpid())
+        atomic_write(state.save_dir / STARTUP_FILE, json.dumps(self.marks))
+
+
+def _trial_device(accelerator: str) -> Any:
+    import torch
+
+    # Tune gave this process its GPU (share) through CUDA_VISIBLE_DEVICES: it is cuda:0 here.
+    return torch.device("cuda:0" if accelerator == "cuda" else accelerator)
+
+
+def _release_memory() -> None:
+    """Free what a finished or stopped trial held, so the reused process starts the next trial clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------------ with Ray Train
+def _train_with_ray_train(plan: Any, metric: str) -> None:
+    """A ``TorchTrainer`` (several workers, DDP) reporting to Tune; raises what fails the run (Tune retries it)."""
+    from raytrain.train.fit import build_trainer
+    from raytrain.train.plan import fatal_error
+
+    result = build_trainer(plan, ray_callbacks=[_report_to_tune_callback()]).fit()
     if getattr(result, "error", None) is not None:
         raise result.error
+    message = fatal_error(plan.save_dir)
+    if message is not None:
+        _record_fatal(plan.save_dir, message, metric, written=True)
 
 
-__all__ = ["TRAINER_FACTORY", "TrialJob", "run_trial", "trial_name", "trial_overrides", "wandb_id"]
+def _report_to_tune_callback() -> Any:
+    """Ray Train's ``TuneReportCallback``, minus fatal-error reports (they carry no metric, and Tune would reject
+    them); those reach the driver through the trial folder (see ``record_fatal_error_callback``)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raytrain.keys import FATAL_ERROR
+
+    class ReportToTune(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            if metrics and FATAL_ERROR in metrics[0]:
+                return
+            super().after_report(run_context, metrics, checkpoint)
+
+    return ReportToTune()
+
+
+__all__ = ["TrialJob", "run_trial", "trial_name", "trial_overrides", "trial_save_dir", "trial_tracking"]
