@@ -9,18 +9,25 @@ what is allowed, all before any compute starts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import math
-import types
 import typing
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
+
+from raytrain.parsing import (  # re-exported: the names every caller knows from raytrain.config
+    ConfigError,
+    coerce_value,
+    did_you_mean,
+    parse_value,
+    read_yaml_mapping,
+    unknown_key_error,
+)
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -29,10 +36,6 @@ CACHE_MODES = (False, "ram", "disk")
 WANDB_MODES = ("", "online", "offline", "disabled")
 LOGGERS = ("wandb", "tensorboard", "mlflow", "comet", "clearml")  # experiment trackers (raytrain.tracking)
 FITNESS_KEYS = ("mAP50-95", "mAP50", "precision", "recall")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot be used; the message names the key and what is allowed."""
 
 
 def _arg(default: Any, help: str, group: str = "train") -> Any:
@@ -150,116 +153,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _suggest(key: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
-    return f" Did you mean {' or '.join(close)}?" if close else ""
-
-
-def unknown_key_error(key: str, valid: Iterable[str], where: str = "") -> ConfigError:
-    """The error for a key that is not a valid argument, with "did you mean" suggestions."""
-    origin = f" in {where}" if where else ""
-    return ConfigError(f"'{key}'{origin} is not a valid raytrain argument.{_suggest(key, valid)}"
-                       f" See 'raytrain --help' for the full list.")
-
-
-def parse_value(text: str) -> Any:
-    """Parse one CLI value safely: YAML scalars (numbers, true/false, null, lists), else the string itself."""
-    if text.lower() in ("none", "null"):
-        return None
-    if not text:
-        return text
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, (bool, int, float, list, str)) else text
-
-
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("NoneType", "None").replace("<class '", "").replace("'>", "")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Coerce a parsed value to the field's declared type, or raise a ConfigError naming key, value, type."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        # Prefer an exact type match before trying conversions (e.g. bool before str).
-        for option in options:
-            if option is not type(None) and _matches(value, option):
-                return _coerce(key, value, option)
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(key, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}={value!r} is not a valid value: expected {_type_name(hint)}.")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if value is None or value == "":  # loggers=none
-            value = []
-        if isinstance(value, str):  # "a,b", or one item
-            value = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} is not a valid value: expected a list.")
-        return [_coerce(key, v, item) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"{key}={value!r} is not a valid value: expected True or False.")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a valid value: expected an integer.")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r} is not a valid value: expected an integer.")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a valid value: expected a number.")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r} is not a valid value: expected a number.")
-    if hint is str:
-        if isinstance(value, (list, tuple)):  # e.g. device=[0, 1] from a YAML file
-            return ",".join(str(v) for v in value)
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a valid value: expected text.")
-        return str(value)
-    return value
-
-
-def _matches(value: Any, option: Any) -> bool:
-    if option is bool:
-        return isinstance(value, bool)
-    if option is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if option is float:
-        return isinstance(value, float)
-    if option is str:
-        return isinstance(value, str)
-    return typing.get_origin(option) is list and isinstance(value, (list, tuple))
-
-
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
@@ -339,7 +232,7 @@ def _loggers(names: list[str]) -> list[str]:
     for name in names:
         if name not in LOGGERS:
             raise ConfigError(f"loggers={name!r} is not a logger: choose from {', '.join(LOGGERS)}, or none."
-                              f"{_suggest(name, LOGGERS)}")
+                              f"{did_you_mean(name, LOGGERS)}")
     return list(dict.fromkeys(names))
 
 
@@ -359,7 +252,7 @@ def make_config(*layers: Mapping[str, Any], where: Iterable[str] = ()) -> Config
     values: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         values = merge_args(values, layer, names[i] if i < len(names) else "")
-    typed = {key: _coerce(key, _parse_for(key, v), _HINTS[key]) for key, v in values.items()}
+    typed = {key: coerce_value(key, _parse_for(key, v), _HINTS[key]) for key, v in values.items()}
     return Config(**typed)
 
 
@@ -378,27 +271,6 @@ def _parse_for(key: str, value: Any) -> Any:
 def read_yaml_args(path: str | Path) -> dict[str, Any]:
     """Read a ``cfg=`` YAML file of arguments; a missing file or a non-mapping is a clear error."""
     return read_yaml_mapping(path, label=f"cfg={Path(path).expanduser()}", expected="a mapping of argument: value")
-
-
-def read_yaml_mapping(path: str | Path, *, label: str, expected: str, kind: str = "file") -> dict[str, Any]:
-    """A YAML file that must hold a mapping (an empty file is an empty one).
-
-    Raises:
-        ConfigError: ``"{label}: ..."`` for a missing file, invalid YAML, or anything but a mapping (``expected``
-            says what should be there).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{label}: {kind} not found.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{label}: not valid YAML: {e}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected {expected}, got {type(data).__name__}.")
-    return data
 
 
 def load_config(path: str | Path, **overrides: Any) -> Config:
