@@ -113,6 +113,8 @@ class Config:
     # --- Ray ---
     num_workers: int | None = _arg(None, "training workers (default: one per GPU in device, or 1 on CPU)", "ray")
     cpus_per_worker: float = _arg(1.0, "CPUs reserved for each training worker", "ray")
+    gpu_share: float = _arg(1.0, "share of a GPU each GPU worker reserves, in (0, 1]: 0.25 packs four on one GPU "
+                                 "(one worker only); AutoBatch sizes the batch to the share", "ray")
     storage: str | None = _arg(None, "Ray storage: shared path or s3:// / gs:// URI (default: project folder)", "ray")
     max_failures: int = _arg(3, "worker-group restarts from the last checkpoint before the run fails", "ray")
     address: str | None = _arg(None, "Ray cluster address (default: RAY_ADDRESS, else start Ray locally)", "ray")
@@ -214,6 +216,11 @@ def validate(cfg: Config) -> None:
     _require(cfg.save_period == -1 or cfg.save_period >= 1, "save_period", cfg.save_period, "use -1 (off) or >= 1")
     _require(cfg.num_workers is None or cfg.num_workers >= 1, "num_workers", cfg.num_workers, "use 1 or more")
     _require(cfg.cpus_per_worker > 0, "cpus_per_worker", cfg.cpus_per_worker, "use a positive number of CPUs")
+    _require(0 < cfg.gpu_share <= 1, "gpu_share", cfg.gpu_share,
+             "use a share of one GPU in (0, 1] (a worker trains on one GPU: for more GPUs, use more workers)")
+    _require(cfg.gpu_share == 1 or (cfg.num_workers or 1) == 1, "gpu_share", cfg.gpu_share,
+             "a GPU share below 1 needs num_workers=1: Ray could place several data-parallel workers on one GPU, "
+             "which NCCL refuses")
     _require(cfg.max_failures >= -1, "max_failures", cfg.max_failures, "use -1 (retry forever), 0 or more")
     _require(cfg.wandb_mode in WANDB_MODES, "wandb_mode", cfg.wandb_mode, "use online, offline or disabled")
     cfg.loggers = _loggers(cfg.loggers)

@@ -97,8 +97,9 @@ import json, sys
 from ray.util.state import list_actors, list_nodes
 address = sys.argv[1]
 nodes = [n.node_id for n in list_nodes(address=address, filters=[("state", "=", "ALIVE")])]
-workers = [a.node_id for a in list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")],
-                                          limit=1000, raise_on_missing_output=False)]
+# A one-worker trial trains in its own Tune trial process (ImplicitFunc); a multi-worker one in RayTrainWorkers.
+workers = [a.node_id for a in list_actors(address=address, limit=1000, raise_on_missing_output=False)
+           if a.class_name in ("ImplicitFunc", "RayTrainWorker")]
 print(json.dumps({"nodes": nodes, "workers": workers}))
 """
 

@@ -171,7 +171,9 @@ def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: in
     seed_everything(cfg.seed + 1000 * rank)  # each rank draws its own randomness
 
     if cfg.batch == -1:
-        batch = min_over_ranks(autobatch(model, cfg.imgsz, device, amp=cfg.amp), device)
+        # AutoBatch's usual 60 % of the GPU's memory, of this worker's share of the GPU.
+        batch = min_over_ranks(autobatch(model, cfg.imgsz, device, fraction=0.6 * cfg.gpu_share, amp=cfg.amp),
+                               device)
         LOGGER.info("AutoBatch chose batch=%d per GPU: global batch %d.", batch, batch * world)
     else:
         batch = cfg.batch // world

@@ -126,7 +126,8 @@ def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # keep the epoch lines readable
     )
     scaling = ray.train.ScalingConfig(num_workers=devices.num_workers, use_gpu=gpu,
-                                      resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})})
+                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
+                                                            **({"GPU": cfg.gpu_share} if gpu else {})})
     return TorchTrainer(train_worker, train_loop_config=worker_config(plan), scaling_config=scaling,
                         run_config=run_config)
 

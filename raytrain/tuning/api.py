@@ -37,7 +37,7 @@ class TuneResult:
         return pd.DataFrame(self.trials)
 
 
-def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **overrides: Any) -> TuneResult:
+def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **overrides: Any) -> TuneResult | None:
     """Search training hyperparameters: one ``raytrain fit`` run per trial, scheduled by Ray Tune.
 
     Ray must be running (``ray.init(include_dashboard=True)``, or a cluster); ``start_ray=True`` (what
@@ -52,11 +52,17 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **ov
             arguments (``epochs=3``, ``data=coco128``; a searched argument given here is fixed).
 
     Returns:
-        A :class:`TuneResult` (experiment folder, best config and metric, the ranked trials).
+        A :class:`TuneResult` (experiment folder, best config and metric, the ranked trials); None for
+        ``dry_run=True``, which checks everything, prints the plan and starts nothing.
     """
     import ray
 
     spec = load_space(space, overrides)
+    if spec.dry_run:
+        from raytrain.tuning.dryrun import run_dry
+
+        print(run_dry(spec))
+        return None
     if ray.is_initialized():
         return _result(run_experiment(spec), spec)
     if not start_ray:
@@ -98,6 +104,8 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
         raise ConfigError("usage: raytrain tune SPACE.yaml [key=value ...] (one search-space file)")
     space = positional[0] if positional else default_space()
     result = tune(space, start_ray=True, **args)
+    if result is None:  # dry_run=True: the plan is printed
+        return 0
     unfinished = _print_summary(result)
     if unfinished:  # interrupted (Ctrl-C): Tune saved its state
         print(f"{unfinished} trial(s) unfinished. Continue with: raytrain tune {space} "

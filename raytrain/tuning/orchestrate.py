@@ -41,22 +41,21 @@ def trial_footprint(cfg: Config, gpus_available: float) -> tuple[int, float, flo
 
     devices = plan_devices(cfg.device, cfg.num_workers or 1, int(gpus_available))
     workers = devices.num_workers
-    return workers, workers * cfg.cpus_per_worker, workers if devices.accelerator == "cuda" else 0
+    return workers, workers * cfg.cpus_per_worker, workers * cfg.gpu_share if devices.accelerator == "cuda" else 0
 
 
 def concurrency_cap(spec: TuneSpec, cluster: Mapping[str, float]) -> int:
-    """How many trials the cluster can train at once: by GPUs for GPU trials, else by CPUs.
+    """How many trials the cluster can train at once: by CPUs, and by GPUs (or GPU shares) for GPU trials.
 
     Tune does not see the Train workers a trial starts, so it would happily start more trials than there are
     workers for; they would then wait for resources forever. ``max_concurrent_trials`` may lower the cap.
     """
     _, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
-    if gpus and cluster.get("GPU", 0) >= gpus:
-        fits = int(cluster.get("GPU", 0) // gpus)
-    else:
-        fits = int((cluster.get("CPU", 0) + 1e-9) // cpus)
+    fits = int((cluster.get("CPU", 0) + 1e-9) // cpus)
+    if gpus and cluster.get("GPU", 0) >= gpus:  # shares count: 0.25 of a GPU fits four times
+        fits = min(fits, int((cluster.get("GPU", 0) + 1e-9) // gpus))
     if fits < 1:
-        what = f"{gpus} GPU(s)" if gpus else f"{cpus:g} CPU(s)"
+        what = f"{gpus:g} GPU(s)" if gpus else f"{cpus:g} CPU(s)"
         raise ConfigError(f"{spec.source}: resources: one trial needs {what} for its training workers, but the "
                           f"cluster has {dict(cluster)}: lower resources.workers / cpus_per_worker, or set "
                           f"gpu: false.")

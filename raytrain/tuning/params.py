@@ -21,8 +21,8 @@ LOG_TYPES = ("loguniform", "qloguniform")
 # Arguments that say where or how a trial runs, not how it trains: fixed under train:, never searched. (patience is
 # the tune-level rule; resources are fixed per trial so the cluster's capacity can be planned.)
 NOT_SEARCHABLE = ("data", "project", "name", "exist_ok", "resume", "device", "num_workers", "cpus_per_worker",
-                  "storage", "address", "max_failures", "wandb_mode", "wandb_project", "wandb_entity", "split",
-                  "source", "save_json", "plots", "verbose", "workers", "patience", "time")
+                  "gpu_share", "storage", "address", "max_failures", "wandb_mode", "wandb_project", "wandb_entity",
+                  "split", "source", "save_json", "plots", "verbose", "workers", "patience", "time")
 
 
 @dataclass(frozen=True)

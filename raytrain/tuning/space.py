@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import difflib
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ METRICS = (FITNESS, *METRIC_KEYS, *VAL_LOSS_KEYS, *TRAIN_LOSS_KEYS)
 SETTINGS = (
     "name", "project", "storage", "exist_ok", "resume", "address", "metric", "mode", "num_samples",
     "max_concurrent_trials", "sampler", "search_seed", "n_startup_trials", "points_to_evaluate", "scheduler",
-    "grace_period", "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode",
+    "grace_period", "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode", "dry_run",
 )
 SECTIONS = ("train", "space", "resources")
 RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker")
@@ -77,6 +78,7 @@ class TuneSpec:
     time_budget_s: float | None = None
     wandb_project: str | None = None
     wandb_mode: str = ""
+    dry_run: bool = False  # check everything and print the plan; start nothing (raytrain.tuning.dryrun)
 
     @property
     def base_config(self) -> Config:
@@ -190,13 +192,33 @@ def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, A
     if "cpus_per_worker" in resources:
         out["cpus_per_worker"] = resources["cpus_per_worker"]
     if "gpu" in resources:
-        gpu = resources["gpu"]
-        if isinstance(gpu, str) and gpu.lower() in ("true", "false"):
-            gpu = gpu.lower() == "true"
-        if not isinstance(gpu, bool):
-            raise ConfigError(f"{where}: resources.gpu: expected true or false, got {gpu!r}.")
-        out["device"] = "" if gpu else "cpu"
+        out.update(_gpu_resources(resources["gpu"], int(resources.get("workers") or 1), where))
     return out
+
+
+def _gpu_resources(gpu: Any, workers: int, where: str) -> dict[str, Any]:
+    """``resources.gpu``: ``false`` (CPU), ``true`` or ``1`` (one GPU per worker), or a share of one GPU in (0, 1)
+    for a one-worker trial (``0.25`` packs four trials on a GPU), as Config's ``device`` and ``gpu_share``."""
+    if isinstance(gpu, str):
+        text = gpu.strip().lower()
+        with contextlib.suppress(ValueError):
+            gpu = float(text)
+        gpu = {"true": True, "false": False}.get(text, gpu)
+    if isinstance(gpu, bool):
+        return {"device": "" if gpu else "cpu"}
+    if not isinstance(gpu, (int, float)) or not math.isfinite(gpu):
+        raise ConfigError(f"{where}: resources.gpu: expected true, false or a share of one GPU like 0.25, "
+                          f"got {gpu!r}.")
+    if gpu <= 0:
+        raise ConfigError(f"{where}: resources.gpu: {gpu:g} GPUs per trial is not allowed; use gpu: false to train "
+                          f"on CPUs, or a share of one GPU in (0, 1].")
+    if gpu > 1:
+        raise ConfigError(f"{where}: resources.gpu: {gpu:g}: a worker trains on one GPU; for {gpu:g} GPUs per trial "
+                          f"use workers: {math.ceil(gpu)} with gpu: true.")
+    if gpu < 1 and workers > 1:
+        raise ConfigError(f"{where}: resources.gpu: a share of a GPU ({gpu:g}) needs workers: 1; Ray could place "
+                          f"the {workers} data-parallel workers on one GPU, which NCCL refuses.")
+    return {"device": "", "gpu_share": float(gpu)}
 
 
 def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
@@ -227,7 +249,7 @@ def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
     number("reduction_factor", float, 1, strict=True)
     number("patience", int, 1, allow_none=True)
     number("time_budget_s", float, 0, allow_none=True, strict=True)
-    for key in ("exist_ok", "resume"):
+    for key in ("exist_ok", "resume", "dry_run"):
         if key in out and not isinstance(out[key], bool):
             text = str(out[key]).lower()
             if text not in ("true", "false"):

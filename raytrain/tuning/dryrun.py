@@ -1,0 +1,134 @@
+"""``raytrain tune SPACE.yaml dry_run=True``: what an experiment would do, checked and printed, with nothing started.
+
+The space file and every override are validated, the dataset is resolved and scanned and the checkpoints the trials
+load are opened (as before a real run); the plan is computed with the same functions the experiment uses (capacity,
+trial resources, ASHA's rungs) against the Ray it would run on: the cluster at ``address=`` (connected to, read, and
+left alone), or this machine's CPUs and GPUs for the local Ray ``raytrain tune`` would start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from raytrain.tuning.space import TuneSpec
+
+
+def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
+    """The epochs at which ASHA compares trials, as Ray 2.60's ``_Bracket`` spaces them (``min_t * rf**k``)."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor**k for k in range(count)]
+
+
+def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: Mapping[str, float], *, ray_source: str) -> str:
+    """The experiment plan as text: trials, searched keys, fixed arguments, resources, concurrency, stopping rules,
+    storage and tracking. ``train``: the resolved fixed arguments; ``cluster``: the Ray resources it would use."""
+    from raytrain.cluster.storage import resolve_storage
+    from raytrain.config import FIELDS, make_config
+    from raytrain.tracking import resolve_wandb_mode
+    from raytrain.tuning.orchestrate import concurrency_cap, experiment_dir, trial_footprint
+    from raytrain.tuning.trial import trial_overrides
+
+    base = make_config(train)
+    workers, cpus, gpus = trial_footprint(base, cluster.get("GPU", 0))
+    defaults = {k: f.default_factory() if callable(f.default_factory) else f.default for k, f in FIELDS.items()}
+    per_trial = set(trial_overrides(_NAMES_ONLY, "-")) | {"storage"}  # every trial sets its own
+    fixed = {k: v for k, v in train.items()
+             if k not in spec.space and k not in per_trial and defaults.get(k, object()) != v}
+    lines = [
+        f"Dry run of {spec.source}: nothing was started.",
+        f"Experiment folder: {experiment_dir(spec)}{' (resumed)' if spec.resume else ''}",
+        f"Ray: {ray_source}: {_resources(cluster)}",
+        f"Trials: {spec.num_samples}, {_sampler(spec)}; objective: {spec.mode} {spec.metric}",
+        "Searched:",
+        *(f"  {name}: {_param(param)}" for name, param in spec.space.items()),
+        "Fixed (besides the defaults):",
+        *(f"  {key}={value}" for key, value in fixed.items()),
+        f"Per trial: {workers} worker(s), {cpus:g} CPU(s){f', {gpus:g} GPU(s)' if gpus else ''}; "
+        + ("trains in the Tune trial's own process (reused between trials)" if workers == 1
+           else "a Ray Train TorchTrainer (DDP) per trial"),
+        f"At once: {concurrency_cap(spec, cluster)} trial(s)",
+        f"Stopping: {_stopping(spec)}",
+        f"Storage: {resolve_storage(spec.storage, spec.project)}",
+        f"Trackers: {', '.join(base.loggers) or 'none'}"
+        + (f" (W&B {resolve_wandb_mode(spec.wandb_mode or base.wandb_mode)})" if "wandb" in base.loggers else ""),
+    ]
+    return "\n".join(lines)
+
+
+class _NAMES_ONLY:  # noqa: N801  (a stand-in TrialJob: only the keys of trial_overrides are wanted)
+    experiment_dir, wandb_project, wandb_mode, workers = "", "", "", 1
+
+
+def _resources(cluster: Mapping[str, float]) -> str:
+    return ", ".join(f"{cluster.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+
+
+def _sampler(spec: TuneSpec) -> str:
+    if spec.sampler == "random":
+        return f"random sampling (seed {spec.search_seed})"
+    startup = min(spec.n_startup_trials, spec.num_samples)
+    return (f"Optuna TPE (seed {spec.search_seed}): the first {startup} at random, then modelled"
+            + (f"; {len(spec.points_to_evaluate)} given point(s) first" if spec.points_to_evaluate else ""))
+
+
+def _param(param: Any) -> str:
+    if param.type == "choice":
+        return f"one of {list(param.values)}"
+    step = f" step {param.q:g}" if param.q is not None else ""
+    return f"{param.type} in [{param.low:g}, {param.high:g}{')' if param.type == 'randint' else ']'}{step}"
+
+
+def _stopping(spec: TuneSpec) -> str:
+    rules = []
+    if spec.scheduler == "asha":
+        rungs = asha_rungs(spec.grace_period, spec.max_epochs, spec.reduction_factor)
+        rules.append(f"ASHA compares trials at epochs {', '.join(f'{r:g}' for r in rungs)} and keeps the top "
+                     f"1/{spec.reduction_factor:g} past each (max {spec.max_epochs} epochs)")
+    else:
+        rules.append(f"every trial runs all its epochs (max {spec.max_epochs})")
+    if spec.patience:
+        rules.append(f"patience {spec.patience} epochs without a better {spec.metric}")
+    if spec.time_budget_s:
+        rules.append(f"time budget {spec.time_budget_s:g} s")
+    return "; ".join(rules)
+
+
+def local_resources() -> dict[str, float]:
+    """What the local Ray ``raytrain tune`` would start sees: this machine's CPUs and CUDA GPUs."""
+    import os
+
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def run_dry(spec: TuneSpec) -> str:
+    """Check everything a run would check and return the plan (:func:`describe`); starts no trial.
+
+    With Ray already running (the API), its resources; with ``address=`` / ``RAY_ADDRESS``, the cluster's (connected
+    to for the reading only); else this machine's.
+    """
+    import os
+
+    import ray
+
+    from raytrain.tuning.orchestrate import resolve_train_args
+
+    address = spec.address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        cluster, source = dict(ray.cluster_resources()), "the running Ray"
+    elif address not in (None, "", "local"):
+        ray.init(address=address, log_to_driver=False)
+        try:
+            cluster, source = dict(ray.cluster_resources()), f"the cluster at {address}"
+        finally:
+            ray.shutdown()
+    else:
+        cluster, source = local_resources(), "a local Ray on this machine"
+    train = resolve_train_args(spec, gpus_available=int(cluster.get("GPU", 0)))
+    return describe(spec, train, cluster, ray_source=source)
+
+
+__all__ = ["asha_rungs", "describe", "local_resources", "run_dry"]

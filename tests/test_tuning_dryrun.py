@@ -1,0 +1,86 @@
+"""``dry_run=True`` and GPU shares per trial: everything is checked and the plan printed before anything starts;
+invalid GPU shares are refused with exit 2; the concurrency cap and a trial's reservation count shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raytrain import cli
+from raytrain.config import ConfigError
+from raytrain.tuning.dryrun import asha_rungs, describe
+from raytrain.tuning.orchestrate import build_job, concurrency_cap
+from raytrain.tuning.space import load_space
+
+TRAIN = {"data": "shapes", "imgsz": 64, "batch": 8, "workers": 0, "fraction": 0.1, "optimizer": "SGD", "epochs": 9}
+
+
+def space_file(tmp_path: Path, **settings) -> Path:
+    body = {"name": "plan", "project": str(tmp_path / "runs"), "train": dict(TRAIN), "num_samples": 16,
+            "n_startup_trials": 6, "space": {"lr0": {"type": "loguniform", "low": 0.001, "high": 0.01},
+                                             "mosaic": [0.0, 1.0]},
+            "grace_period": 1, "reduction_factor": 3, "wandb_mode": "disabled", **settings}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run starts no Ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(no_ray, tmp_path, capsys):
+    path = space_file(tmp_path, resources={"cpus_per_worker": 1, "gpu": False})
+    assert cli.main(["tune", str(path), "dry_run=True"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was started" in out and "Trials: 16, Optuna TPE (seed 0): the first 6 at random" in out
+    assert "lr0: loguniform in [0.001, 0.01]" in out and "mosaic: one of [0.0, 1.0]" in out
+    assert "ASHA compares trials at epochs 1, 3, 9" in out and "epochs=9" in out and "imgsz=64" in out
+    assert "Per trial: 1 worker(s), 1 CPU(s); trains in the Tune trial's own process" in out
+    assert not (tmp_path / "runs").exists()  # no experiment folder either
+
+
+@pytest.mark.parametrize("gpu, message", [
+    (0, "use gpu: false to train on CPUs"),
+    (-0.5, "is not allowed"),
+    (1.5, "a worker trains on one GPU; for 1.5 GPUs per trial use workers: 2"),
+    ("many", "expected true, false or a share of one GPU"),
+])
+def test_invalid_gpu_shares_are_refused_before_anything_starts(no_ray, tmp_path, capsys, gpu, message):
+    assert cli.main(["tune", str(space_file(tmp_path)), f"gpu={gpu}", "dry_run=True"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_gpu_share_needs_one_worker(tmp_path):
+    with pytest.raises(ConfigError, match="a share of a GPU .0.5. needs workers: 1"):
+        load_space(space_file(tmp_path, resources={"workers": 2, "gpu": 0.5}))
+    with pytest.raises(ConfigError, match="gpu_share"):  # the same rule for a run's Config
+        load_space(space_file(tmp_path), {"gpu": 0.5, "num_workers": 2})
+
+
+def test_gpu_shares_count_in_concurrency_and_reservations(tmp_path):
+    spec = load_space(space_file(tmp_path, resources={"gpu": 0.25, "cpus_per_worker": 2}))
+    assert concurrency_cap(spec, {"CPU": 16, "GPU": 1}) == 4  # four quarter-GPU trials on one GPU
+    assert concurrency_cap(spec, {"CPU": 6, "GPU": 1}) == 3  # ... unless the CPUs run out first
+    assert concurrency_cap(spec, {"CPU": 16, "GPU": 2}) == 8
+    job = build_job(spec, tmp_path / "exp", str(tmp_path), dict(spec.train), {"CPU": 16, "GPU": 1})
+    assert job.resources == {"CPU": 2.0, "GPU": 0.25} and job.workers == 1
+    whole = load_space(space_file(tmp_path, resources={"gpu": True, "workers": 2}))
+    job = build_job(whole, tmp_path / "exp", str(tmp_path), dict(whole.train), {"CPU": 16, "GPU": 4})
+    assert job.workers == 2 and job.resources["CPU"] == 0  # Ray Train's workers reserve the GPUs
+
+
+def test_asha_rungs_and_the_plan_text(tmp_path):
+    assert asha_rungs(1, 9, 3) == [1, 3, 9] and asha_rungs(2, 16, 2) == [2, 4, 8, 16] and asha_rungs(1, 8, 3) == [1, 3]
+    spec = load_space(space_file(tmp_path, resources={"gpu": 0.5}, patience=2))
+    text = describe(spec, dict(spec.train, gpu_share=0.5), {"CPU": 8, "GPU": 2}, ray_source="a test")
+    assert "Per trial: 1 worker(s), 1 CPU(s), 0.5 GPU(s)" in text and "At once: 4 trial(s)" in text
+    assert "patience 2 epochs" in text and "Ray: a test: 8 CPU, 2 GPU" in text
