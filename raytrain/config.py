@@ -99,6 +99,9 @@ class Config:
     fliplr: float = _arg(0.5, "horizontal flip probability", "hyp")
     mosaic: float = _arg(1.0, "4-image mosaic probability", "hyp")
     mixup: float = _arg(0.0, "mixup probability", "hyp")
+    schedule: str | None = _arg(None, "replay per-epoch hyperparameters from this YAML file (a PBT experiment's "
+                                      "best_schedule.yaml); they override the values above from each listed epoch",
+                                "hyp")
     # --- validation, saving, prediction ---
     val: bool = _arg(True, "validate every epoch (False: only after the last)", "val")
     split: str = _arg("val", "dataset split for raytrain val: val, test or train", "val")
@@ -229,6 +232,25 @@ def validate(cfg: Config) -> None:
              "no password in the URI; MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN")
     for key in ("model", "data", "project", "name"):
         _require(bool(getattr(cfg, key)), key, getattr(cfg, key), "it must not be empty")
+    if cfg.schedule:
+        _check_schedule(cfg)
+
+
+def _check_schedule(cfg: Config) -> None:
+    """``schedule=``: made absolute (runs start elsewhere), read, and each listed epoch's values checked as config."""
+    from raytrain.engine.hyper import read_schedule
+
+    cfg.schedule = str(Path(cfg.schedule).expanduser().resolve())
+    per_epoch = read_schedule(cfg.schedule)
+    scheduled = sorted({k for values in per_epoch.values() for k in values} & {"lr0", "momentum"})
+    _require(cfg.optimizer != "auto" or not scheduled, "schedule", cfg.schedule,
+             f"it schedules {' and '.join(scheduled)}, which optimizer=auto would ignore; set an optimizer "
+             f"(e.g. the one the schedule was found with)")
+    for epoch, values in per_epoch.items():
+        try:
+            dataclasses.replace(cfg, schedule=None, **values)
+        except ConfigError as e:
+            raise ConfigError(f"schedule={cfg.schedule}: epochs.{epoch}: {e}") from None
 
 
 def _loggers(names: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from raytrain import keys
+from raytrain.engine.hyper import apply_values, read_schedule, values_at
 from raytrain.engine.state import RunState, checkpoint_dict, save_state
 from raytrain.engine.train import Worker, from_rank0, mean_over_ranks, train_one_epoch
 
@@ -70,8 +71,10 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
     w.emit("on_train_start", state, epoch=state.epoch, metrics=state.history[-1] if state.history else {})
     last_step = state.epoch * nb - 1
     stop = state.epoch >= state.schedule_epochs
+    replay = read_schedule(cfg.schedule) if cfg.schedule else None  # schedule=: per-epoch hyperparameters
     while not stop:
         epoch, started = state.epoch + 1, time.perf_counter()  # epochs from 1
+        scheduled = replay_epoch(w, replay, epoch) if replay else {}
         mosaic = not (cfg.close_mosaic and epoch > state.schedule_epochs - cfg.close_mosaic)
         if not mosaic and epoch == state.schedule_epochs - cfg.close_mosaic + 1:
             LOGGER.info("Closing mosaic for the last %d epochs.", cfg.close_mosaic)
@@ -84,7 +87,10 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
         last_step = result.last_step
         losses = mean_over_ranks(result.losses.clone()).tolist()
         row = {keys.EPOCH: epoch, **dict(zip(keys.TRAIN_LOSS_KEYS, losses, strict=True)),
-               **_current_lrs(w.optimizer), keys.TRAIN_SECONDS: result.seconds}
+               **_current_lrs(w.optimizer), keys.TRAIN_SECONDS: result.seconds, **scheduled}
+        if state.continued_from:  # the first epoch on another run's state: trackers show where it came from
+            row.update(exploit_fields(state.continued_from))
+            state.continued_from = ""
         w.emit("on_train_epoch_end", state, epoch=epoch, metrics=row)
         # Decisions every rank must agree on (or the collective calls below would hang) come from rank 0.
         if cfg.time:
@@ -116,6 +122,25 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
         best = next((r for r in state.history if r[keys.EPOCH] == state.best_epoch), None)
         trackers.log_summary({**(best or {}), "best_epoch": state.best_epoch})
     return state
+
+
+def replay_epoch(w: Worker, replay: dict[int, dict[str, float]], epoch: int) -> dict[str, float]:
+    """Apply the ``schedule=`` values in force at ``epoch`` (from 1) to ``w``; returns them as ``hyp/KEY`` row fields.
+
+    Every epoch, not only where the file changes a value: a resumed run gets its epoch's values back.
+    """
+    values = values_at(replay, epoch)
+    changed = apply_values(w, values)
+    if changed and w.rank == 0:
+        LOGGER.info("Epoch %d: schedule sets %s.", epoch, ", ".join(f"{k}={v:g}" for k, v in changed.items()))
+    return {f"hyp/{k}": v for k, v in values.items()}
+
+
+def exploit_fields(source: str) -> dict[str, float]:
+    """Row fields for the first epoch a run trains on another run's state (a PBT exploit): ``pbt/exploit`` 1 and
+    ``pbt/exploited_from``, the source trial's number (``trial_00003`` -> 3; -1 for a name without one)."""
+    digits = source.rsplit("_", 1)[-1]
+    return {"pbt/exploit": 1.0, "pbt/exploited_from": float(int(digits)) if digits.isdigit() else -1.0}
 
 
 def early_stop(epoch: int, best_epoch: int, patience: int) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raytrain.config import Config
+from raytrain.engine.hyper import reapply_after_restore
 
 LOGGER = logging.getLogger("raytrain")
 STATE_FILE = "state.pt"  # full training state: model, EMA, optimizer, scaler
@@ -32,6 +33,8 @@ class RunState:
     best_epoch: int = 0
     train_time: float = 0.0  # seconds spent training so far, over all attempts
     history: list[dict[str, float]] = field(default_factory=list)
+    # Set when this run continues another run's state (a PBT exploit): that run's name, until the next epoch ends.
+    continued_from: str = ""
 
 
 def checkpoint_dict(model: Any, ema: Any, names: list[str], *, state: RunState, cfg: Config,
@@ -70,9 +73,17 @@ def restore_state(w: Any, folder: Path) -> RunState:
     w.model.load_state_dict(ckpt["model"])
     w.ema.load(ckpt["ema"], ckpt["ema_updates"])
     w.optimizer.load_state_dict(ckpt["optimizer"])
+    # The loaded groups carry the saving run's momentum and weight decay; this run's own values apply from here.
+    reapply_after_restore(w)
     if ckpt.get("scaler") and w.scaler.is_enabled():
         w.scaler.load_state_dict(ckpt["scaler"])
-    LOGGER.info("Resuming after epoch %d (optimizer, schedule and EMA restored).", state.epoch)
+    source = str((ckpt.get("config") or {}).get("name") or "")
+    if source and source != w.cfg.name:
+        state.continued_from = source
+        LOGGER.info("Continuing from %s's state after epoch %d (model, EMA, optimizer, schedule position) with this "
+                    "run's hyperparameters.", source, state.epoch)
+    else:
+        LOGGER.info("Resuming after epoch %d (optimizer, schedule and EMA restored).", state.epoch)
     return state
 
 

@@ -22,7 +22,8 @@ LOG_TYPES = ("loguniform", "qloguniform")
 # the tune-level rule; resources are fixed per trial so the cluster's capacity can be planned.)
 NOT_SEARCHABLE = ("data", "project", "name", "exist_ok", "resume", "device", "num_workers", "cpus_per_worker",
                   "gpu_share", "storage", "address", "max_failures", "wandb_mode", "wandb_project", "wandb_entity",
-                  "split", "source", "save_json", "plots", "verbose", "workers", "patience", "time")
+                  "split", "source", "save_json", "plots", "verbose", "workers", "patience", "time",
+                  "schedule")
 
 
 @dataclass(frozen=True)

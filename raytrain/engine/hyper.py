@@ -1,0 +1,182 @@
+"""Hyperparameters that may change while a run trains, applied to a live worker; schedule files that replay them.
+
+Population-based training (``scheduler: pbt`` in a tune space, :mod:`raytrain.tuning.pbt`) changes these between
+epochs: a weak trial continues from a strong trial's full state with perturbed values. Everything else (model, image
+size, batch, optimizer type, epochs, data, ...) is built once when a run starts and cannot change under it.
+
+Two callers apply them here:
+
+- :func:`reapply_after_restore`: loading an optimizer ``state_dict`` overwrites each parameter group's momentum
+  (Adam's ``betas``) and weight decay with the values of the run that saved it, which after an exploit is another
+  trial. The run's own values go back into the groups, so its new hyperparameters apply from the next epoch (the
+  learning-rate schedule is the worker's own already, and keeps its position: no warmup restart).
+- :func:`apply_values`: ``schedule=`` (a file from :func:`write_schedule`, e.g. a PBT experiment's
+  ``best_schedule.yaml``) replays per-epoch values in one run; the loop applies each epoch's values at its start.
+
+Imports no torch and no Config (``raytrain.config`` reads schedule files through this module to validate them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from raytrain.parsing import ConfigError, read_yaml_mapping
+
+LOGGER = logging.getLogger("raytrain")
+
+# Hyperparameters that can change between epochs, by what they act on. The learning-rate scale (lr0, lrf) and
+# momentum act through the schedule, weight_decay on the optimizer's weight group, the gains on the loss, the rest
+# on the training dataset's augmentation.
+SCHEDULE_KEYS = ("lr0", "lrf", "momentum")
+OPTIMIZER_KEYS = ("weight_decay",)
+LOSS_KEYS = ("box", "cls", "dfl")
+AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
+                "fliplr", "mosaic", "mixup")
+MUTABLE = (*SCHEDULE_KEYS, *OPTIMIZER_KEYS, *LOSS_KEYS, *AUGMENT_KEYS)
+
+
+def reapply_after_restore(w: Any) -> None:
+    """Put worker ``w``'s own momentum and weight decay back into its optimizer's groups after a state was loaded.
+
+    Args:
+        w: a :class:`raytrain.engine.train.Worker` whose schedule, loss and dataset were built from ``w.cfg``.
+    """
+    _set_optimizer_groups(w, w.schedule.momentum, w.cfg.weight_decay)
+
+
+def apply_values(w: Any, values: Mapping[str, float]) -> dict[str, float]:
+    """Apply mutable hyperparameter ``values`` to worker ``w`` from its next optimizer step; returns what changed.
+
+    ``lr0``/``lrf``/``momentum`` replace the schedule's (the schedule keeps its position, so a new ``lr0`` follows the
+    run's decay from the current epoch), ``weight_decay`` is scaled as :func:`raytrain.engine.train.make_worker`
+    scales it, the loss gains go to the loss, augmentation values to the training dataset (restarting its loader's
+    worker processes, which hold a copy of the dataset).
+
+    Raises:
+        ConfigError: for a key that cannot change while a run trains.
+    """
+    unknown = [k for k in values if k not in MUTABLE]
+    if unknown:
+        raise ConfigError(f"{unknown[0]} cannot change while a run trains; only {', '.join(MUTABLE)} can.")
+    current = current_values(w)
+    changed = {k: float(v) for k, v in values.items() if float(v) != current[k]}
+    if not changed:
+        return {}
+    schedule = {k: v for k, v in changed.items() if k in SCHEDULE_KEYS}
+    if schedule:
+        w.schedule = dataclasses.replace(w.schedule, **schedule)
+    if "momentum" in changed or "weight_decay" in changed:
+        _set_optimizer_groups(w, w.schedule.momentum, changed.get("weight_decay", current["weight_decay"]))
+    gains = {k: v for k, v in changed.items() if k in LOSS_KEYS}
+    if gains:  # the loss is a frozen dataclass: a new one with the new gains
+        w.loss_fn = dataclasses.replace(w.loss_fn, **gains)
+    augment = {k: v for k, v in changed.items() if k in AUGMENT_KEYS}
+    if augment:
+        dataset = w.train_loader.dataset
+        dataset.hyp = dataset.hyp.replace(**augment)
+        _restart_loader_workers(w.train_loader)
+    return changed
+
+
+def current_values(w: Any) -> dict[str, float]:
+    """The mutable hyperparameters worker ``w`` trains with now (``weight_decay`` unscaled, as in the config)."""
+    hyp = w.train_loader.dataset.hyp
+    group = next((g for g in w.optimizer.param_groups if g.get("name", "weight") == "weight"), None)
+    decay = w.cfg.weight_decay
+    if group is not None and group["weight_decay"] and w.cfg.weight_decay:
+        decay = group["weight_decay"] / _decay_scale(w)
+    return {"lr0": w.schedule.lr0, "lrf": w.schedule.lrf, "momentum": w.schedule.momentum,
+            "weight_decay": float(decay), **{k: float(getattr(w.loss_fn, k)) for k in LOSS_KEYS},
+            **{k: float(getattr(hyp, k)) for k in AUGMENT_KEYS}}
+
+
+def _decay_scale(w: Any) -> float:
+    """What make_worker multiplies ``weight_decay`` by: images per optimizer step over ``nbs``."""
+    from raytrain.engine.optim import accumulate_steps, scaled_weight_decay
+
+    return scaled_weight_decay(1.0, w.global_batch, accumulate_steps(w.cfg.nbs, w.global_batch), w.cfg.nbs)
+
+
+def _set_optimizer_groups(w: Any, momentum: float, weight_decay: float) -> None:
+    """Momentum (SGD/RMSProp ``momentum``, Adam-family ``betas[0]``) in every group; weight decay in pg0 only."""
+    decay = weight_decay * _decay_scale(w)
+    for group in w.optimizer.param_groups:
+        if "betas" in group:
+            group["betas"] = (momentum, group["betas"][1])
+        elif "momentum" in group:  # during warmup, apply_schedule sets it per step; this is its target
+            group["momentum"] = momentum
+        if group.get("name", "weight") == "weight":
+            group["weight_decay"] = decay
+
+
+def _restart_loader_workers(loader: Any) -> None:
+    """End a loader's persistent worker processes so the next epoch starts new ones with the changed dataset."""
+    inner = getattr(loader, "_loader", None)
+    iterator = getattr(inner, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        inner._iterator = None
+
+
+# ----------------------------------------------------------------------------------------------- schedule files
+def read_schedule(path: str | Path) -> dict[int, dict[str, float]]:
+    """Read a schedule file: ``{epoch (from 1): {hyperparameter: value}}``, epochs ascending.
+
+    The file is YAML with an ``epochs:`` mapping; an epoch lists the values that apply from its start until the next
+    listed epoch (so a file may list only the epochs where something changes)::
+
+        epochs:
+          1: {lr0: 0.01, mixup: 0.1}
+          4: {lr0: 0.012, mixup: 0.3}
+
+    Raises:
+        ConfigError: naming the file and the entry for a missing file, a bad epoch, an unknown key or a non-number.
+    """
+    label = f"schedule={path}"
+    raw = read_yaml_mapping(path, label=label, kind="schedule file", expected="a mapping with 'epochs:'")
+    epochs = raw.get("epochs")
+    if not isinstance(epochs, dict) or not epochs:
+        raise ConfigError(f"{label}: epochs: expected a mapping of epoch: {{hyperparameter: value}}.")
+    out: dict[int, dict[str, float]] = {}
+    for epoch, values in epochs.items():
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ConfigError(f"{label}: epochs.{epoch}: epochs are integers from 1.")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{label}: epochs.{epoch}: expected a mapping of hyperparameter: value.")
+        for key, value in values.items():
+            if key not in MUTABLE:
+                raise ConfigError(f"{label}: epochs.{epoch}.{key}: only hyperparameters that can change between "
+                                  f"epochs can be scheduled: {', '.join(MUTABLE)}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{label}: epochs.{epoch}.{key}: expected a number, got {value!r}.")
+        out[epoch] = {k: float(v) for k, v in values.items()}
+    return dict(sorted(out.items()))
+
+
+def values_at(schedule: Mapping[int, Mapping[str, float]], epoch: int) -> dict[str, float]:
+    """The values in force at ``epoch``: every key's value from the latest listed epoch at or before it."""
+    values: dict[str, float] = {}
+    for listed, entry in schedule.items():
+        if listed > epoch:
+            break
+        values.update(entry)
+    return values
+
+
+def write_schedule(path: str | Path, per_epoch: Mapping[int, Mapping[str, float]], header: str = "") -> Path:
+    """Write per-epoch values as a schedule file :func:`read_schedule` reads back (``header``: comment lines)."""
+    import yaml
+
+    from raytrain.files import atomic_write
+
+    body = {"epochs": {int(e): {k: float(v) for k, v in values.items()} for e, values in sorted(per_epoch.items())}}
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return atomic_write(path, comments + yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
+
+
+__all__ = ["AUGMENT_KEYS", "LOSS_KEYS", "MUTABLE", "OPTIMIZER_KEYS", "SCHEDULE_KEYS", "apply_values",
+           "current_values", "reapply_after_restore", "read_schedule", "values_at", "write_schedule"]
