@@ -153,17 +153,25 @@ def make_sampler(spec: TuneSpec) -> Any:
 
 def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int,
                 max_failures: int) -> Any:
-    """The :class:`ray.tune.Tuner`: Optuna (define-by-run, seeded) behind a ConcurrencyLimiter, ASHA, stopper."""
+    """The :class:`ray.tune.Tuner`: Optuna (define-by-run, seeded) behind a ConcurrencyLimiter, ASHA, stopper; or,
+    for ``scheduler: pbt``, a random (seeded) first population evolved by PBT (:mod:`raytrain.tuning.pbt`)."""
     import ray.tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     status = StatusFile(exp_dir / STATUS_FILE)
-    searcher = OptunaSearch(space=spec.sample_space, metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
-                            points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None)
+    param_space, keep = None, 2  # a trial resumes from its latest checkpoint
+    if spec.scheduler == "pbt":  # PBT refuses a searcher; exploits need the sources' recent checkpoints kept
+        from raytrain.tuning.pbt import pbt_search
+
+        search_alg, param_space, keep = pbt_search(spec, cap)
+    else:
+        search_alg = ConcurrencyLimiter(OptunaSearch(
+            space=spec.sample_space, metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
+            points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None), max_concurrent=cap)
     tune_config = ray.tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-        search_alg=ConcurrencyLimiter(searcher, max_concurrent=cap), scheduler=make_scheduler(spec, status),
+        search_alg=search_alg, scheduler=make_scheduler(spec, status),
         time_budget_s=spec.time_budget_s,
         # Trials that train in their own process reuse it for the next trial (no new process, no new imports).
         reuse_actors=job.workers == 1,
@@ -173,10 +181,10 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
         name=exp_dir.name, storage_path=storage_root, stop=make_patience_stopper(spec, status),
         callbacks=[make_status_callback(spec, status, job)],
         failure_config=ray.tune.FailureConfig(max_failures=max_failures),
-        checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),  # a trial resumes from its latest
+        checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=keep),
         verbose=1,
     )
-    return ray.tune.Tuner(trainable(job), tune_config=tune_config, run_config=run_config)
+    return ray.tune.Tuner(trainable(job), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def trainable(job: TrialJob) -> Any:

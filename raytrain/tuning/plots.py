@@ -13,6 +13,7 @@ from typing import Any
 
 from raytrain.tuning.analysis import Importance, finished_trials, quiet_optuna, top_params
 from raytrain.tuning.experiment import Experiment
+from raytrain.tuning.lineage import SCHEDULE_PLOT, is_pbt, plot_schedules
 
 CURVES_PLOT = "trials_metric.png"
 HISTORY_PLOT = "optimization_history.png"
@@ -53,6 +54,10 @@ def plot_experiment(exp: Experiment, study: Any, names: list[str], importance: I
     for name in LEGACY_PLOTS:
         (exp.path / name).unlink(missing_ok=True)
     written = [_save(plt, _plot_curves(exp, plt), exp.path / CURVES_PLOT)]
+    if is_pbt(exp):  # what the population's schedules were, and where trials exploited others
+        schedules = plot_schedules(exp, plt)
+        if schedules is not None:
+            written.append(_save(plt, schedules, exp.path / SCHEDULE_PLOT))
     if not finished_trials(study):
         return written
     target = exp.metric

@@ -23,11 +23,16 @@ BEST_WEIGHTS = "best.pt"
 # ------------------------------------------------------------------------------------------------------ writing
 def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     """``trials.csv``: one row per trial, best first: parameters, final and best metric, epochs run, how it ended
-    (and, for a trial that ended in ``error``, why)."""
+    (and, for a trial that ended in ``error``, why). With PBT the parameters are the trial's final values, and
+    ``exploits`` / ``lineage`` say whose states it continued (``trial_00001@2``: that trial's after epoch 2)."""
+    from raytrain.tuning.lineage import history, is_pbt, lineage_text
+
     path = path or exp.path / TRIALS_CSV
     metric = exp.metric
+    pbt, rows = is_pbt(exp), history(exp)
     header = ["rank", "trial", "end", "stopped_at_epoch", "epochs_run", "epochs_planned", f"final {metric}",
-              f"best {metric}", "best_epoch", *exp.param_names, "trial_id", "save_dir", "error"]
+              f"best {metric}", "best_epoch", *exp.param_names, *(("exploits", "lineage") if pbt else ()),
+              "trial_id", "save_dir", "error"]
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)
@@ -35,8 +40,9 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
         best, best_epoch = t.best(metric, exp.mode)
         writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), t.epochs_run, _blank(t.epochs_planned),
                          _fmt(t.final(metric)), _fmt(best), _blank(best_epoch),
-                         *(_blank(t.params.get(p)) for p in exp.param_names), t.trial_id, _blank(t.save_dir),
-                         _blank(t.error)])
+                         *(_blank(t.params.get(p)) for p in exp.param_names),
+                         *((sum(r["trial"] == t.name for r in rows), lineage_text(rows, t.name)) if pbt else ()),
+                         t.trial_id, _blank(t.save_dir), _blank(t.error)])
     return atomic_write(path, text.getvalue())  # a reader of a running experiment never sees half a table
 
 
@@ -49,17 +55,27 @@ def _blank(value: Any) -> Any:
 
 
 def write_best(exp: Experiment) -> TrialRecord | None:
-    """``best.yaml`` (the best trial's full training config: ``raytrain fit cfg=best.yaml``) and its ``best.pt``."""
+    """``best.yaml`` (the best trial's full training config: ``raytrain fit cfg=best.yaml``) and its ``best.pt``.
+
+    PBT: the best trial's final values, with ``schedule:`` naming ``best_schedule.yaml`` (its values per epoch along
+    its lineage), so ``raytrain fit cfg=best.yaml`` replays the schedule PBT found.
+    """
     from raytrain.config import make_config
+    from raytrain.tuning.lineage import write_best_schedule
 
     best = exp.best_trial()
     if best is None:
         return None
     train = dict(exp.space.get("train", {}))
-    cfg = make_config(train, {k: v for k, v in best.params.items() if k in exp.param_names})
+    schedule = write_best_schedule(exp, best)
+    cfg = make_config(train, {k: v for k, v in best.params.items() if k in exp.param_names},
+                      {"schedule": str(schedule)} if schedule else {})
     value, epoch = best.best(exp.metric, exp.mode)
     header = (f"# Best trial {best.name} ({best.trial_id}) of {exp.path}: {exp.metric}={value:.6g} at epoch {epoch} "
               f"({best.end}).\n# Train it again with: raytrain fit cfg={exp.path / BEST_YAML}\n")
+    if schedule:
+        header += ("# PBT changed its values during training: schedule: replays them epoch by epoch (the values "
+                   "below are its final ones; schedule=null trains with them throughout).\n")
     atomic_write(exp.path / BEST_YAML, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     weights = Path(best.save_dir) / "weights" / "best.pt" if best.save_dir else None
     if weights is not None and weights.is_file():
@@ -72,14 +88,18 @@ def write_best(exp: Experiment) -> TrialRecord | None:
 # -------------------------------------------------------------------------------------------------------- table
 def format_table(exp: Experiment, limit: int | None = None) -> str:
     """The ranked trials as an aligned text table (best first)."""
+    from raytrain.tuning.lineage import history, is_pbt, lineage_text
+
     metric = exp.metric
     params = exp.param_names
-    rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params]]
+    pbt, exploits = is_pbt(exp), history(exp)
+    rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params, *(["lineage"] if pbt else [])]]
     for rank, t in enumerate(exp.ranked()[:limit], 1):
         best, _ = t.best(metric, exp.mode)
         planned = f"/{t.epochs_planned}" if t.epochs_planned else ""
         rows.append([str(rank), t.name, t.end, f"{t.epochs_run}{planned}", _fmt(best), _fmt(t.final(metric)),
-                     *(_short(t.params.get(p)) for p in params)])
+                     *(_short(t.params.get(p)) for p in params),
+                     *([lineage_text(exploits, t.name) or "-"] if pbt else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

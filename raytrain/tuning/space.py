@@ -32,6 +32,7 @@ from raytrain.config import (
 )
 from raytrain.keys import FITNESS, METRIC_KEYS, TRAIN_LOSS_KEYS, VAL_LOSS_KEYS
 from raytrain.tuning.params import Param, parse_param
+from raytrain.tuning.pbt import PBT_SETTINGS, check_pbt, pbt_settings
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -42,6 +43,7 @@ SETTINGS = (
     "name", "project", "storage", "exist_ok", "resume", "address", "metric", "mode", "num_samples",
     "max_concurrent_trials", "sampler", "search_seed", "n_startup_trials", "points_to_evaluate", "scheduler",
     "grace_period", "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode", "dry_run",
+    *PBT_SETTINGS,
 )
 SECTIONS = ("train", "space", "resources")
 RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker")
@@ -79,6 +81,12 @@ class TuneSpec:
     wandb_project: str | None = None
     wandb_mode: str = ""
     dry_run: bool = False  # check everything and print the plan; start nothing (raytrain.tuning.dryrun)
+    # scheduler: pbt (raytrain.tuning.pbt); population is num_samples
+    population: int | None = None
+    perturbation_interval: int = 3  # epochs between a trial's exploit/explore steps
+    burn_in: int = 0  # epochs before the first
+    quantile_fraction: float = 0.25  # the bottom share copies the top share
+    resample_probability: float = 0.25  # a mutation draws afresh instead of perturbing
 
     @property
     def base_config(self) -> Config:
@@ -146,7 +154,7 @@ def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
         raise ConfigError(f"{where}: space: nothing to search; add at least one argument under 'space:'.")
     # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget).
     settings = {k: raw[k] for k in SETTINGS if k in raw and (raw[k] is not None or _DEFAULTS[k] is None)}
-    spec = TuneSpec(source=where, train=train, space=space, **_typed_settings(settings, where))
+    spec = TuneSpec(source=where, train=train, space=space, **pbt_settings(_typed_settings(settings, where), where))
     validate_spec(spec)
     return spec
 
@@ -249,13 +257,18 @@ def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
     number("reduction_factor", float, 1, strict=True)
     number("patience", int, 1, allow_none=True)
     number("time_budget_s", float, 0, allow_none=True, strict=True)
+    number("population", int, 1, allow_none=True)
+    number("perturbation_interval", int, 1)
+    number("burn_in", int, 0)
+    number("quantile_fraction", float, 0)
+    number("resample_probability", float, 0)
     for key in ("exist_ok", "resume", "dry_run"):
         if key in out and not isinstance(out[key], bool):
             text = str(out[key]).lower()
             if text not in ("true", "false"):
                 raise ConfigError(f"{where}: {key}: expected true or false, got {out[key]!r}.")
             out[key] = text == "true"
-    choices = {"mode": ("max", "min"), "sampler": ("tpe", "random"), "scheduler": ("asha", "none"),
+    choices = {"mode": ("max", "min"), "sampler": ("tpe", "random"), "scheduler": ("asha", "pbt", "none"),
                "wandb_mode": WANDB_MODES}
     for key, allowed in choices.items():
         if key in out:
@@ -285,6 +298,8 @@ def validate_spec(spec: TuneSpec) -> None:
         base = make_config(spec.train)
     except ConfigError as e:
         raise _at(where, "train", e) from None
+    if spec.scheduler == "pbt":  # first: a key PBT cannot mutate is refused with PBT's reason
+        check_pbt(spec)
     for name, param in spec.space.items():
         for field_name, value in param.extremes():
             try:

@@ -50,11 +50,15 @@ def planned_epochs(config: Mapping[str, Any], base_epochs: int) -> int:
 
 
 def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
-    """ASHA on the reported ``epoch`` (rungs count epochs), recording which trials it cut; or FIFO."""
+    """ASHA on the reported ``epoch`` (rungs count epochs), recording which trials it cut; PBT; or FIFO."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
     if spec.scheduler == "none":
         return FIFOScheduler()
+    if spec.scheduler == "pbt":  # exploits are recorded next to the status file, in the experiment folder
+        from raytrain.tuning.pbt import make_pbt
+
+        return make_pbt(spec, Path(status.path).parent)
     base_epochs = spec.base_config.epochs
 
     metric, mode = spec.metric, spec.mode
