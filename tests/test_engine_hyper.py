@@ -192,3 +192,36 @@ def test_apply_values_refuses_structural_keys(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="imgsz cannot change while a run trains"):
         apply_values(w, {"imgsz": 64})
     assert apply_values(w, {"lr0": 0.01, "cls": 0.5}) == {}  # unchanged values: nothing to do
+
+
+def test_a_trial_killed_right_after_an_exploit_resumes_with_the_exploited_state_and_new_values(tiny_data, tmp_path):
+    """Tune restarts a failed trial from its latest checkpoint with its current config: right after an exploit those
+    are the source's state and the new values. The retried run ends exactly where an unbroken one does."""
+    source = worker(tiny_data, tmp_path / "trial_00001", lr0=0.01)
+    sink = Sink(tmp_path)
+    run_epochs(source, initial_state(source), sink)
+    exploited = sink.reports[0].state_dir  # the source's state after epoch 1
+    new = {"lr0": 0.02, "box": 3.0, "momentum": 0.8}
+
+    unbroken = worker(tiny_data, tmp_path / "trial_00002", **new)
+    run_epochs(unbroken, initial_state(unbroken, exploited), lambda report: None)
+
+    killed = worker(tiny_data, tmp_path / "trial_00002", **new)
+
+    def die(state):
+        if state.epoch == 2 and state.batch == 0:
+            raise KeyboardInterrupt("killed during the first epoch after the exploit")
+
+    killed.callbacks = {"on_train_batch_end": [die]}
+    with pytest.raises(KeyboardInterrupt):
+        run_epochs(killed, initial_state(killed, exploited), lambda report: None)
+
+    retried = worker(tiny_data, tmp_path / "trial_00002", **new)
+    state = initial_state(retried, exploited)
+    assert (state.epoch, state.continued_from) == (1, "trial_00001")
+    assert (retried.schedule.lr0, retried.loss_fn.box) == (0.02, 3.0)
+    rows = []
+    run_epochs(retried, state, lambda report: rows.append(report.metrics))
+    assert [int(r[keys.EPOCH]) for r in rows] == [2, 3] and rows[0]["pbt/exploit"] == 1.0
+    for a, b in zip(retried.model.state_dict().values(), unbroken.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

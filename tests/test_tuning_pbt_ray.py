@@ -1,0 +1,86 @@
+"""``scheduler: pbt`` end to end on Ray (CPU, tiny images): a population of 4 exploits, records it, and the best
+trial's schedule replays in ``raytrain.fit``. One test: starting trials is what costs time on a 2-core machine."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+
+from raytrain.config import load_config
+from raytrain.engine.hyper import read_schedule
+from raytrain.engine.optim import lr_factor
+from raytrain.tuning.experiment import STATUS_FILE, read_result_json, read_status
+from raytrain.tuning.pbt import HISTORY_FILE, read_history
+
+EPOCHS, LRF = 6, 0.5
+TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 32, "batch": 8, "workers": 0, "fraction": 0.05,
+         "optimizer": "SGD", "close_mosaic": 0, "warmup_epochs": 0, "val": False, "plots": False, "device": "cpu",
+         "epochs": EPOCHS, "lrf": LRF, "loggers": "none"}
+
+
+def scheduled_lr(lr0: float, epoch: int) -> float:
+    """pg0's learning rate in ``epoch`` (from 1) of a linear schedule without warmup."""
+    return lr0 * lr_factor(epoch - 1, EPOCHS, LRF)
+
+
+@pytest.mark.ray
+def test_pbt_exploits_are_recorded_continue_the_sources_state_and_replay(tmp_path: Path, ray_local):
+    """Box gains 0.5, 1, 2 and 12 with the (gain-scaled) train box loss as the objective: the box=12 trial is the
+    worst whenever it is compared, so it exploits at epoch 2 or 4 at the latest."""
+    import raytrain
+
+    settings = {
+        "name": "pbt", "project": str(tmp_path / "runs"), "train": dict(TRAIN), "scheduler": "pbt",
+        "population": 4, "perturbation_interval": 2, "quantile_fraction": 0.25, "resample_probability": 0.0,
+        "metric": "train/box_loss", "mode": "min", "wandb_mode": "disabled",
+        "space": {"box": {"type": "uniform", "low": 0.5, "high": 12.0},
+                  "lr0": {"type": "loguniform", "low": 0.002, "high": 0.05}},
+        "points_to_evaluate": [{"box": b, "lr0": lr} for b, lr in ((0.5, 0.01), (1.0, 0.02), (2.0, 0.005),
+                                                                    (12.0, 0.01))],
+    }
+    started = time.monotonic()
+    result = raytrain.tune(settings)
+    print(f"PBT experiment: {time.monotonic() - started:.0f} s")
+    exp = result.experiment_dir
+
+    # Every exploit is a row: a trial continued another's state after epoch 2 or 4, with values inside the space.
+    rows = read_history(exp / HISTORY_FILE)
+    assert rows, "no exploit recorded"
+    status = read_status(exp / STATUS_FILE)
+    names = {r["name"] for r in status.values()}
+    for row in rows:
+        assert row["trial"] != row["source"] and {row["trial"], row["source"]} <= names
+        assert row["epoch"] in (2, 4) and 0.5 <= row["box_after"] <= 12.0 and 0.002 <= row["lr0_after"] <= 0.05
+    assert all(r["end"] == "completed" and r["epochs_run"] == EPOCHS for r in status.values())
+
+    # The exploited trial continued from the source's epoch (not from 1) and trained with its own new lr0 from the
+    # next epoch on, at the schedule's position; its first epoch there tells trackers where it came from.
+    last = rows[-1]
+    trial_dir = next(exp.glob(f"{last['trial']}*/result.json"))
+    reported = {int(r["epoch"]): r for r in read_result_json(trial_dir)}
+    after = [reported[e] for e in range(last["epoch"] + 1, EPOCHS + 1)]
+    assert [r["lr/pg0"] for r in after] == pytest.approx(
+        [scheduled_lr(last["lr0_after"], e) for e in range(last["epoch"] + 1, EPOCHS + 1)])
+    assert after[0]["pbt/exploit"] == 1.0 and after[0]["pbt/exploited_from"] == int(last["source"].rsplit("_")[-1])
+    final = next(r for r in status.values() if r["name"] == last["trial"])["params"]
+    assert final == {"box": last["box_after"], "lr0": last["lr0_after"]}
+
+    # trials.csv shows lineage and final values; best.yaml names the best trial's schedule along its lineage.
+    table = {r["trial"]: r for r in csv.DictReader((exp / "trials.csv").open())}
+    assert last["source"] + "@" in table[last["trial"]]["lineage"]
+    assert float(table[last["trial"]]["lr0"]) == last["lr0_after"]
+    best = load_config(exp / "best.yaml")
+    schedule = read_schedule(best.schedule)
+    assert sorted(schedule) == list(range(1, EPOCHS + 1)) and schedule[EPOCHS]["lr0"] == best.lr0
+
+    # raytrain fit replays it: each epoch trains at that epoch's lr0, at the schedule's position.
+    fit = raytrain.fit(best, project=str(tmp_path / "fit"), name="replay")
+    from raytrain.engine.results import read_results_csv
+
+    lrs = [r["lr/pg0"] for r in read_results_csv(fit.save_dir / "results.csv")]
+    assert lrs == pytest.approx([scheduled_lr(schedule[e]["lr0"], e) for e in range(1, EPOCHS + 1)], rel=1e-4)
+    print(f"PBT experiment + replay: {time.monotonic() - started:.0f} s; exploits: "
+          f"{[(r['trial'], r['source'], r['epoch']) for r in rows]}")
