@@ -182,3 +182,15 @@ def test_reports_show_lineage_and_best_yaml_replays_the_best_schedule(tmp_path, 
     assert read_schedule(exp / BEST_SCHEDULE) == {e: {"lr0": v} for e, v in
                                                   enumerate([0.01, 0.01, 0.012, 0.012, 0.0144, 0.0144], 1)}
     assert (exp / SCHEDULE_PLOT).stat().st_size > 0
+
+
+def test_a_trial_at_its_last_epoch_is_not_perturbed(tmp_path):
+    """At the last epoch an exploit would only swap the trial's model for the source's, under values it never used."""
+    from raytrain.tuning.pbt import make_pbt
+
+    scheduler = make_pbt(load_space(pbt_space()), tmp_path)
+    scheduler.set_search_properties("fitness", "max")
+    trial = type("Trial", (), {"config": {}, "trial_id": "t"})()
+    assert scheduler.on_trial_result(None, trial, {"epoch": 6, "fitness": 0.1}) == "CONTINUE"
+    with pytest.raises(KeyError):  # before the last epoch PBT's own bookkeeping runs (this trial was never added)
+        scheduler.on_trial_result(None, trial, {"epoch": 2, "fitness": 0.1})

@@ -167,14 +167,22 @@ def pbt_search(spec: Any, cap: int) -> tuple[Any, dict[str, Any], int]:
 
 def make_pbt(spec: Any, experiment_dir: Path) -> Any:
     """Ray Tune's PBT on the reported ``epoch``, recording every exploit in ``experiment_dir/pbt_history.csv``."""
-    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
     from raytrain.tuning.trial import trial_name
 
     history = PBTHistory(experiment_dir / HISTORY_FILE, list(spec.space), spec.metric)
+    last_epoch = spec.base_config.epochs
 
     class RecordedPBT(PopulationBasedTraining):
-        """PBT that writes one history row per exploit (Tune itself only logs it)."""
+        """PBT that writes one history row per exploit (Tune itself only logs it), and leaves a trial that finished
+        its epochs alone: an exploit then would only swap its model for the source's and give it values it never
+        trained with."""
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+            if int(result.get(EPOCH, 0)) >= last_epoch:
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
 
         def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
             weak, strong = self._trial_state[trial], self._trial_state[trial_to_clone]
