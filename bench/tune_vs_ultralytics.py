@@ -175,7 +175,7 @@ def ultralytics_figures(project: Path) -> list[dict[str, Any]]:
 
 def print_side(label: str, side: dict[str, Any]) -> None:
     def f(v: Any) -> str:
-        return f"{v:9.3f}" if isinstance(v, float) else f"{'-' if v is None else v:>9}"
+        return f"{v:9.4g}" if isinstance(v, float) else f"{'-' if v is None else v:>9}"
 
     print(f"\n[{label}] process wall {side['wall_s']:.1f} s, tune call {side['call_s']:.1f} s")
     print(f"{'trial':<28}{'epochs':>9}{'mAP50-95':>9}{'in-trial':>9}{'start-up':>9}{'epoch 1':>9}")
@@ -216,23 +216,23 @@ def ultralytics_side(args: argparse.Namespace, out: Path) -> dict[str, Any] | st
     """Run Ultralytics' Ray Tune search, or say why it cannot run here."""
     if not args.ultralytics_python:
         return "no --ultralytics-python given (a Python with ultralytics and ray[tune], outside the project's venv)"
+    project = out / "ultralytics"
+    config = out / "ultralytics_config"  # its settings file goes here, not to the user's ~/.config
+    config.mkdir()
+    (config / "Arial.ttf").write_bytes(b"")  # placeholder: plots are off; saves a download attempt per trial
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_CONFIG_DIR": str(config),
+           "PYTHONPATH": ""}
     probe = subprocess.run([str(args.ultralytics_python), "-c", "import ultralytics, ray.tune, optuna; "
-                            "print(ultralytics.__version__)"], capture_output=True, text=True,
-                           env={**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": ""})
+                            "print(ultralytics.__version__)"], capture_output=True, text=True, env=env)
     if probe.returncode != 0:
         return f"{args.ultralytics_python} cannot import ultralytics, ray.tune and optuna: " + \
             (probe.stderr.strip().splitlines() or ["?"])[-1]
-    project = out / "ultralytics"
-    config = out / "ultralytics_config"
-    config.mkdir()
-    (config / "Arial.ttf").write_bytes(b"")  # placeholder: plots are off; saves a download attempt per trial
+    version = (probe.stdout.strip().splitlines() or ["?"])[-1]  # after the settings banner of a first import
     result = out / "ultralytics.out.json"
     settings = {"space": SPACE, "trials": args.trials, "grace": args.grace, "out": str(result),
                 "train": {"data": str(ultralytics_data(args, out)), **train_args(args), "device": "cpu",
                           "project": str(project), "name": "tune"}}
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_CONFIG_DIR": str(config),
-           "PYTHONPATH": ""}
-    wall = run_process(f"ultralytics {probe.stdout.strip()}",
+    wall = run_process(f"ultralytics {version}",
                        [str(args.ultralytics_python), "-c", ULTRALYTICS_SIDE, json.dumps(settings)],
                        env, out, out / "ultralytics.log", args.timeout)
     info = json.loads(result.read_text())
