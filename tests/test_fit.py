@@ -71,6 +71,7 @@ def no_ray(monkeypatch):
     import ray
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local run (the Ray tests' fixture pins a cluster address)
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray must not start for arguments that can be rejected first")
