@@ -220,7 +220,8 @@ def main() -> None:
         for group, column in (("median", IN_TRIAL), ("median new", IN_TRIAL), ("median reused", IN_TRIAL),
                               ("median", "total+proc"), ("median", "epoch_s")):
             a, b = (summary[s]["medians"].get(group, {}).get(column) for s in ("current", "baseline"))
-            print(f"{(column + group[6:])[:27]:<28}{fmt(a):>10}{fmt(b):>10}")
+            label = "in-trial" if column == IN_TRIAL else column
+            print(f"{label + (',' + group[6:] if group[6:] else ''):<28}{fmt(a):>10}{fmt(b):>10}")
     medians = summary["current"]["medians"].get("median", {})
     if medians.get("total") is not None:
         total = medians["total+proc"]
