@@ -16,7 +16,7 @@ from raytrain.tuning.experiment import STATUS_FILE, read_result_json, read_statu
 from raytrain.tuning.pbt import HISTORY_FILE, read_history
 
 EPOCHS, LRF = 6, 0.5
-TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 32, "batch": 8, "workers": 0, "fraction": 0.05,
+TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 32, "batch": 8, "workers": 0, "fraction": 0.1,
          "optimizer": "SGD", "close_mosaic": 0, "warmup_epochs": 0, "val": False, "plots": False, "device": "cpu",
          "epochs": EPOCHS, "lrf": LRF, "loggers": "none"}
 
