@@ -198,7 +198,8 @@ def _on_batch_end(w: Worker, state: RunState, epoch: int, batches: int) -> Calla
 
 def _finish_epoch(w: Worker, state: RunState, row: dict[str, float], report: Report, *, improved: bool, stop: bool,
                   trackers: Any) -> None:
-    """Rank 0: write the run folder (csv, png, last/best), log, then report the metrics with the full state."""
+    """Rank 0: write the run folder (csv, png, last/best), report the metrics with the full state, then log them to
+    the trackers."""
     from raytrain.engine.results import plot_results, write_results_csv
 
     epoch, cfg, save_dir = int(row[keys.EPOCH]), w.cfg, w.save_dir
@@ -209,14 +210,16 @@ def _finish_epoch(w: Worker, state: RunState, row: dict[str, float], report: Rep
     small = checkpoint_dict(w.model, w.ema, w.names, state=state, cfg=cfg, metrics=row)
     changed += save_weights(save_dir, small, improved=improved, epoch=epoch, save_period=cfg.save_period)
     w.emit("on_model_save", state, epoch=epoch, metrics=row)
-    if trackers is not None:
-        trackers.log_epoch(row, epoch)
     eta = 0.0 if stop else (state.schedule_epochs - epoch) * state.train_time / len(state.history)
     LOGGER.info(_progress_line(epoch, state.schedule_epochs, row, row[keys.EPOCH_SECONDS], eta))
     w.emit("on_fit_epoch_end", state, epoch=epoch, metrics=row)
     with tempfile.TemporaryDirectory(prefix="raytrain-state-") as folder:
         save_state(Path(folder), w, state, row)
         report(EpochReport({k: float(v) for k, v in row.items()}, Path(folder), changed, stop))
+    # Logged once the epoch's state is saved: a run restarted from its last state (which trackers are told of) never
+    # logs an epoch twice. (A trial Tune stops inside its report never gets here: the driver logs that epoch.)
+    if trackers is not None:
+        trackers.log_epoch(row, epoch)
     if stop:
         LOGGER.info("%d epochs completed in %.3f hours. Results saved to %s", epoch, state.train_time / 3600,
                     save_dir)
