@@ -66,6 +66,8 @@ def _resources(cluster: Mapping[str, float]) -> str:
 
 
 def _sampler(spec: TuneSpec) -> str:
+    if spec.scheduler == "pbt":
+        return f"a population drawn at random (seed {spec.search_seed}), then mutated by PBT"
     if spec.sampler == "random":
         return f"random sampling (seed {spec.search_seed})"
     startup = min(spec.n_startup_trials, spec.num_samples)
@@ -82,7 +84,12 @@ def _param(param: Any) -> str:
 
 def _stopping(spec: TuneSpec) -> str:
     rules = []
-    if spec.scheduler == "asha":
+    if spec.scheduler == "pbt":
+        rules.append(f"PBT: every {spec.perturbation_interval} epoch(s) after {spec.burn_in}, the bottom "
+                     f"{spec.quantile_fraction:g} of the population copies a top trial's state and perturbs "
+                     f"{', '.join(spec.space)} (resampled with probability {spec.resample_probability:g}); "
+                     f"{spec.max_epochs} epochs each")
+    elif spec.scheduler == "asha":
         rungs = asha_rungs(spec.grace_period, spec.max_epochs, spec.reduction_factor)
         rules.append(f"ASHA compares trials at epochs {', '.join(f'{r:g}' for r in rungs)} and keeps the top "
                      f"1/{spec.reduction_factor:g} past each (max {spec.max_epochs} epochs)")
