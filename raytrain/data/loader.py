@@ -324,8 +324,7 @@ class YoloLoader:
         self.batch_size = batch_size
         self.sampler = ShardedSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
         workers = max(0, min(workers, os.cpu_count() or 1, len(self.sampler)))
-        self._loader = DataLoader(
-            dataset,
+        self._settings = dict(
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=workers,
@@ -336,11 +335,18 @@ class YoloLoader:
             worker_init_fn=_seed_worker,
             generator=torch.Generator().manual_seed(seed * 1000 + rank),
         )
+        self._loader = DataLoader(dataset, **self._settings)
 
     def set_epoch(self, epoch: int, mosaic: bool = True) -> None:
         """Select the epoch's order and augmentation randomness; ``mosaic=False`` for the last ``close_mosaic``."""
         self.sampler.epoch = int(epoch)
         self.sampler.mosaic = bool(mosaic)
+
+    def set_hyp(self, hyp: Any) -> None:
+        """Train with the augmentation hyperparameters of ``hyp`` (a Config) from the next epoch on (PBT, a replayed
+        schedule). Persistent worker processes hold their own copy of the dataset, so the loader starts new ones."""
+        self.dataset.hyp = hyp
+        self._loader = DataLoader(self.dataset, **self._settings)
 
     def __len__(self) -> int:
         return len(self._loader)

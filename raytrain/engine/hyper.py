@@ -76,9 +76,7 @@ def apply_values(w: Any, values: Mapping[str, float]) -> dict[str, float]:
         w.loss_fn = dataclasses.replace(w.loss_fn, **gains)
     augment = {k: v for k, v in changed.items() if k in AUGMENT_KEYS}
     if augment:
-        dataset = w.train_loader.dataset
-        dataset.hyp = dataset.hyp.replace(**augment)
-        _restart_loader_workers(w.train_loader)
+        w.train_loader.set_hyp(w.train_loader.dataset.hyp.replace(**augment))
     return changed
 
 
@@ -111,15 +109,6 @@ def _set_optimizer_groups(w: Any, momentum: float, weight_decay: float) -> None:
             group["momentum"] = momentum
         if group.get("name", "weight") == "weight":
             group["weight_decay"] = decay
-
-
-def _restart_loader_workers(loader: Any) -> None:
-    """End a loader's persistent worker processes so the next epoch starts new ones with the changed dataset."""
-    inner = getattr(loader, "_loader", None)
-    iterator = getattr(inner, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
-        inner._iterator = None
 
 
 # ----------------------------------------------------------------------------------------------- schedule files
