@@ -1,8 +1,11 @@
-"""Shared fixtures: an isolated datasets folder, the shared COCO128 copy, and one local Ray instance."""
+"""Shared fixtures: an isolated datasets folder, the shared COCO128 copy, one local Ray instance, a tiny dataset,
+a guard that Ray never starts, and callbacks shipped to Ray workers by value."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,48 @@ def ray_local():
         os.environ.pop("RAY_ADDRESS", None)
     else:
         os.environ["RAY_ADDRESS"] = old_address
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail the test if Ray starts: for input that must be rejected (or a plan printed) before anything starts."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local run (ray_local pins a cluster address)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray must not start here: the input can be rejected (or the plan printed) first")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture
+def by_value(request):
+    """Ship the requesting test module's callbacks to Ray workers by value (tests/ is not importable there)."""
+    import ray.cloudpickle
+
+    module = sys.modules[request.module.__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A dataset YAML with 8 train and 4 val images taken from the built-in shapes dataset."""
+    from raytrain.data import resolve_data
+
+    shapes = resolve_data("shapes")
+    root = tmp_path_factory.mktemp("tiny")
+    for split, count in (("train", 8), ("val", 4)):
+        images = sorted(Path(shapes.sources(split)[0]).iterdir())[:count]
+        for sub in ("images", "labels"):
+            (root / sub / split).mkdir(parents=True)
+        for image in images:
+            shutil.copy(image, root / "images" / split / image.name)
+            label = image.parents[2] / "labels" / split / f"{image.stem}.txt"
+            shutil.copy(label, root / "labels" / split / label.name)
+    names = "\n".join(f"  {i}: {n}" for i, n in shapes.names.items())
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return root / "data.yaml"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raytrain.config import ConfigError
 from raytrain.cluster.storage import filesystem_type, is_uri, require_shared_storage, resolve_storage
+from raytrain.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

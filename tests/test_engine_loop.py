@@ -20,26 +20,6 @@ from raytrain.engine.state import RunState, checkpoint_dict, initial_state
 from raytrain.engine.train import make_worker
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """A dataset YAML with 8 train and 4 val images taken from the built-in shapes dataset."""
-    from raytrain.data import resolve_data
-
-    shapes = resolve_data("shapes")
-    root = tmp_path_factory.mktemp("tiny")
-    for split, count in (("train", 8), ("val", 4)):
-        images = sorted(Path(shapes.sources(split)[0]).iterdir())[:count]
-        for sub in ("images", "labels"):
-            (root / sub / split).mkdir(parents=True)
-        for image in images:
-            shutil.copy(image, root / "images" / split / image.name)
-            label = image.parents[2] / "labels" / split / f"{image.stem}.txt"
-            shutil.copy(label, root / "labels" / split / label.name)
-    names = "\n".join(f"  {i}: {n}" for i, n in shapes.names.items())
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    return root / "data.yaml"
-
-
 def worker(tiny_data: Path, save_dir: Path, callbacks=None, **overrides):
     from raytrain.data import resolve_data
 

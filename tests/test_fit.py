@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -50,35 +49,11 @@ def exit_once_at_epoch_3(state):
         os._exit(1)  # the worker process dies without cleanup
 
 
-@pytest.fixture
-def by_value():
-    """Ship this module's callbacks to Ray workers by value (tests/ is not importable there)."""
-    import ray.cloudpickle
-
-    module = sys.modules[__name__]
-    ray.cloudpickle.register_pickle_by_value(module)
-    yield
-    ray.cloudpickle.unregister_pickle_by_value(module)
-
-
 def _epochs_jsonl(save_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (save_dir / "epochs.jsonl").read_text().splitlines()]
 
 
 # ----------------------------------------------------------------------------------- before Ray: no Ray started
-@pytest.fixture
-def no_ray(monkeypatch):
-    import ray
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local run (the Ray tests' fixture pins a cluster address)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("Ray must not start for arguments that can be rejected first")
-
-    monkeypatch.setattr(ray, "init", refuse)
-
-
 @pytest.mark.parametrize("args, message", [
     (["batch=3", "num_workers=2"], "does not divide between 2 workers"),
     (["optimizer=Lion"], "optimizer='Lion' is not allowed"),

@@ -24,19 +24,6 @@ TINY = dict(data="shapes", model="yolov8n", imgsz=64, fraction=0.04, workers=0, 
             close_mosaic=1)  # 20 train images, 100 val images, 64 px
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    import ray
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local run (the Ray tests' fixture pins a cluster address)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("Ray must not start for input that can be rejected first")
-
-    monkeypatch.setattr(ray, "init", refuse)
-
-
 def _ultralytics_pickle(path: Path, monkeypatch) -> None:
     """A pickle of Ultralytics' DetectionModel class (faked: the pickle records only the class's module and name)."""
     tasks = types.ModuleType("ultralytics.nn.tasks")
@@ -138,16 +125,6 @@ def fail_with_config_error(state):
     with (state.save_dir / "starts.jsonl").open("a") as f:
         f.write(json.dumps({"epoch": state.epoch}) + "\n")
     raise ConfigError(f"data={state.save_dir}/gone.yaml: file not found (injected).")
-
-
-@pytest.fixture
-def by_value():
-    import ray.cloudpickle
-
-    module = sys.modules[__name__]
-    ray.cloudpickle.register_pickle_by_value(module)
-    yield
-    ray.cloudpickle.unregister_pickle_by_value(module)
 
 
 @pytest.mark.ray

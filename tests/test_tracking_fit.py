@@ -4,7 +4,6 @@ folder and an MLflow run, and a run whose worker failed and restarted from its l
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ def fail_once_at_epoch_2(state):
     if state.epoch == 2 and not marker.exists():
         marker.touch()
         raise RuntimeError("injected fault")
-
-
-@pytest.fixture
-def by_value():
-    import ray.cloudpickle
-
-    module = sys.modules[__name__]
-    ray.cloudpickle.register_pickle_by_value(module)
-    yield
-    ray.cloudpickle.unregister_pickle_by_value(module)
 
 
 @pytest.mark.ray

@@ -27,16 +27,6 @@ def space_file(tmp_path: Path, **settings) -> Path:
     return path
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    import ray
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a dry run starts no Ray")
-
-    monkeypatch.setattr(ray, "init", refuse)
-
-
 def test_dry_run_prints_the_plan_and_starts_nothing(no_ray, tmp_path, capsys):
     path = space_file(tmp_path, resources={"cpus_per_worker": 1, "gpu": False})
     assert cli.main(["tune", str(path), "dry_run=True"]) == 0
