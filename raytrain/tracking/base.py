@@ -63,6 +63,12 @@ class Tracker(Protocol):
     def finish(self, end: str) -> None: ...
 
 
+def plain_name(key: str) -> str:
+    """``metrics/mAP50(B)`` -> ``metrics/mAP50B``: MLflow refuses parentheses in names, and TensorBoard rewrites them
+    (with a warning per tag); Ultralytics logs the same names."""
+    return key.replace("(", "").replace(")", "")
+
+
 def numeric(row: Mapping[str, Any]) -> dict[str, float]:
     """The finite numbers of a row (a tracker gets metrics only; ``epoch`` is the step, not a metric)."""
     out = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raytrain.keys import EPOCH, EPOCH_KEYS, FITNESS
-from raytrain.tracking.base import TrackerInfo, numeric, read_tracking_file, update_tracking_file
+from raytrain.tracking.base import TrackerInfo, numeric, plain_name, read_tracking_file, update_tracking_file
 
 TOOL = "mlflow"
 PARENT_TAG = "mlflow.parentRunId"
@@ -30,9 +30,6 @@ def local_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def metric_name(key: str) -> str:
-    """MLflow refuses parentheses in names: ``metrics/mAP50(B)`` becomes ``metrics/mAP50B`` (as Ultralytics logs it)."""
-    return key.replace("(", "").replace(")", "")
 
 
 def _client(uri: str) -> Any:
@@ -68,7 +65,7 @@ def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(metric_name(k), v, now, step) for k, v in numeric(values).items()]
+    return [Metric(plain_name(k), v, now, step) for k, v in numeric(values).items()]
 
 
 def _open_run(client: Any, info: TrackerInfo, uri: str, params: Mapping[str, Any]) -> tuple[str, bool]:

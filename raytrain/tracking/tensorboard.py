@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from raytrain.keys import EPOCH, EPOCH_KEYS, FITNESS, MAP50, MAP50_95
-from raytrain.tracking.base import TrackerInfo, numeric
+from raytrain.tracking.base import TrackerInfo, numeric, plain_name
 
 FOLDER = "tensorboard"
 HPARAM_METRICS = (FITNESS, MAP50_95, MAP50)  # the columns of the HParams table (their latest values)
@@ -53,18 +53,21 @@ class TensorBoardLogger:
 
         # add_hparams() would write them to a sub-run of its own; the session must be this run for the HParams
         # dashboard to pair the parameters with this run's scalars.
-        for summary in hparams({k: _hparam_value(v) for k, v in params.items()}, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        metrics = {plain_name(k): 0.0 for k in HPARAM_METRICS}
+        for summary in hparams({k: _hparam_value(v) for k, v in params.items()}, metrics):
             self.writer.file_writer.add_summary(summary)
 
     def log_epoch(self, row: Mapping[str, float], epoch: int) -> None:
         for key, value in numeric(row).items():
-            self.writer.add_scalar(key, value, epoch)
-        self.writer.flush()  # a killed trial keeps every epoch it reported
+            self.writer.add_scalar(plain_name(key), value, epoch)
+        # tensorboardX writes from a background thread within milliseconds; this flushes what it wrote, so a trial
+        # killed later keeps every epoch it logged.
+        self.writer.flush()
         self.last_epoch = epoch
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         for key, value in numeric(metrics).items():
-            self.writer.add_scalar(f"best/{key}", value, self.last_epoch)
+            self.writer.add_scalar(f"best/{plain_name(key)}", value, self.last_epoch)
 
     def finish(self, end: str) -> None:
         self.writer.add_text("end", end, self.last_epoch)
