@@ -1,5 +1,5 @@
-"""The manual against the code: the space-file reference, the subcommands it names, the README's links and size,
-and the strict MkDocs build (a broken link or anchor fails it)."""
+"""The manual against the code: the space-file reference, PBT's mutable keys and schedule format, the subcommands it
+names, the README's links and size, and the strict MkDocs build (a broken link or anchor fails it)."""
 
 from __future__ import annotations
 
@@ -147,6 +147,31 @@ def test_example_space_file_in_the_tuning_page_is_valid():
     for block in blocks:
         spec = space_module.load_space(yaml.safe_load(block))
         assert spec.space
+
+
+def test_pbt_section_lists_exactly_the_keys_pbt_can_mutate():
+    from raytrain.engine.hyper import MUTABLE
+
+    text = section(TUNING.read_text(), "## Population-based training")
+    item = text[text.index("**What can mutate**"):text.index("Any other searched key")]
+    documented = [name for name in INLINE.findall(item) if name != "space:"]
+    assert sorted(documented) == sorted(MUTABLE), f"docs/tuning.md lists {documented}; PBT can mutate {MUTABLE}"
+
+
+def test_schedule_example_reads_as_a_schedule_file(tmp_path):
+    from raytrain.engine.hyper import read_schedule
+
+    text = section(TUNING.read_text(), "## Population-based training")
+    block, = [b for b in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M) if b.startswith("epochs:")]
+    path = tmp_path / "schedule.yaml"
+    path.write_text(block)
+    schedule = read_schedule(path)
+    assert list(schedule) == sorted(schedule) and schedule
+
+
+def test_pbt_example_space_loads():
+    spec = space_module.load_space(ROOT / "search_spaces" / "pbt.yaml")
+    assert spec.scheduler == "pbt" and spec.num_samples == spec.population
 
 
 # ------------------------------------------------------------------------------------------- commands, README
