@@ -16,10 +16,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from raytrain.cluster.storage import join_storage
 from raytrain.config import ConfigError, load_config
 from raytrain.train.plan import trial_run_id as wandb_id
 from raytrain.tuning.experiment import STATUS_FILE, load_experiment, read_result_json, read_status
-from raytrain.tuning.orchestrate import concurrency_cap, experiment_dir, join_storage, make_sampler
+from raytrain.tuning.orchestrate import concurrency_cap, experiment_dir, make_sampler
 from raytrain.tuning.plots import PLOTS
 from raytrain.tuning.space import load_space
 from raytrain.tuning.trial import trial_overrides

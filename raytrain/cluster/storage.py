@@ -102,3 +102,11 @@ def require_shared_storage(storage: str, node_ips: Sequence[str] | None = None,
         f"storage=gs://BUCKET/PATH, or a shared filesystem (NFS, EFS, ...) mounted at the same path on every node "
         f"(set {SHARED_STORAGE_ENV}=1 if {storage} already is one)."
     )
+
+
+def join_storage(root: str, *parts: str) -> str:
+    """``root/part/...`` for a path or a URI; a URI's query (``s3://b/p?endpoint_override=...``) stays at the end."""
+    if "://" not in root:
+        return str(Path(root, *parts))
+    base, sep, query = root.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query

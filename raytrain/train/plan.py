@@ -301,5 +301,9 @@ def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Cal
     resumed, devices, spec = _resolve(resumed, gpus_available, resume_ckpt=ckpt)
     resumed.save(args_file)  # the arguments the run now continues with (e.g. more epochs)
     tracking = _tracking(resumed, save_dir, info["ray_run_name"], info.get("tracking"))
+    state = latest_state(info.get("states"))
+    if state:
+        LOGGER.info("Its full training state (optimizer included) comes from %s unless Ray Train holds a newer one.",
+                    state)
     return RunPlan(resumed, save_dir, info["ray_run_name"], info["storage_path"], devices, spec, tracking, callbacks,
-                   resumed=True, resume_state=latest_state(info.get("states")))
+                   resumed=True, resume_state=state)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from raytrain.cluster.compat import TRIAL_TOKEN_RESOURCES, dashboard_url
+from raytrain.cluster.storage import join_storage
 from raytrain.config import Config, ConfigError
 from raytrain.files import atomic_write, next_run_dir
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
@@ -129,17 +130,10 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
     return TrialJob(
         train=train, param_names=tuple(spec.space), experiment=exp_dir.name, experiment_dir=str(exp_dir),
-        train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER), wandb_project=project,
+        train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
+        tune_storage=join_storage(storage_root, exp_dir.name), wandb_project=project,
         wandb_mode=spec.wandb_mode, metric=spec.metric, workers=workers, resources=resources, tracking=tracking,
     )
-
-
-def join_storage(root: str, *parts: str) -> str:
-    """``root/part/...`` for a path or a URI; a URI's query (``s3://b/p?endpoint_override=...``) stays at the end."""
-    if "://" not in root:
-        return str(Path(root, *parts))
-    base, sep, query = root.partition("?")
-    return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
 def make_sampler(spec: TuneSpec) -> Any:
@@ -255,5 +249,5 @@ def restore_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: st
     return ray.tune.Tuner.restore(path, trainable(job), resume_unfinished=True, resume_errored=True)
 
 
-__all__ = ["build_job", "build_tuner", "check_dashboard", "concurrency_cap", "experiment_dir", "join_storage",
+__all__ = ["build_job", "build_tuner", "check_dashboard", "concurrency_cap", "experiment_dir",
            "make_sampler", "run_experiment", "trial_footprint"]

@@ -44,6 +44,7 @@ class TrialJob:
     train_storage: str  # absolute path or URI: where multi-worker trials' Train runs keep checkpoints
     wandb_project: str
     wandb_mode: str
+    tune_storage: str = ""  # absolute path or URI: Tune's experiment folder (trial_x/checkpoint_* of one-worker trials)
     metric: str = "fitness"  # the experiment's objective (a fatal trial reports it as NaN: see _record_fatal)
     workers: int = 1  # training workers per trial: 1 trains in the trial itself, more start a TorchTrainer
     resources: dict[str, float] = field(default_factory=dict)  # what the trial process reserves
@@ -80,6 +81,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     marks = {"entered": time.time()}
     import ray.tune
 
+    from raytrain.cluster.storage import join_storage
     from raytrain.train.plan import FATAL_FILE, prepare_run
     from raytrain.train.worker import setup_worker_logging
 
@@ -94,7 +96,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
         cfg = make_config(job.train, params, trial_overrides(job, name))
         plan = prepare_run(cfg, save_dir=save_dir, run_name=name, storage_path=job.train_storage,
                            tracking=trial_tracking(job, trial_id, name, params), resolved=True,
-                           states=context.get_trial_dir() if job.workers == 1 else None)
+                           states=join_storage(job.tune_storage, name) if job.workers == 1 else None)
     except ConfigError as e:  # the same for every attempt: end the trial once (the driver marks it "error")
         _record_fatal(save_dir, str(e), job.metric)
         return
