@@ -54,12 +54,14 @@ COMMANDS: dict[str, Command] = {
               "Settings given as key=value replace the file's (defaults in brackets):\n"
               "  name [tune, tune2, ...]  project [runs/tune]  storage  exist_ok  resume=True (continue NAME)\n"
               "  metric [fitness]  mode [max]  num_samples [10]  max_concurrent_trials [what the cluster holds]\n"
-              "  gpu=true|false  sampler [tpe|random]  search_seed [0]  n_startup_trials [10]  scheduler [asha|none]\n"
-              "  grace_period [1]  reduction_factor [3]  patience [off]  time_budget_s [off]  wandb_project\n"
-              "  wandb_mode  address\n"
+              "  gpu=true|false|0.25 (a GPU share per trial)  sampler [tpe|random]  search_seed [0]\n"
+              "  n_startup_trials [10]  scheduler [asha|pbt|none]  grace_period [1]  reduction_factor [3]\n"
+              "  population perturbation_interval [3] burn_in [0] quantile_fraction resample_probability (pbt)\n"
+              "  patience [off]  time_budget_s [off]  wandb_project  wandb_mode  address\n"
+              "  dry_run=True: check everything and print the plan (trials, resources, rungs); start nothing\n"
               "Any other key is a fixed training argument (a searched one is fixed and leaves the space).\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. The file format is\n"
-              "described at the top of search_spaces/detect.yaml and in the README.",
+              "described at the top of search_spaces/detect.yaml and in docs/tuning.md.",
         target="raytrain.tuning.api:main",
         keys=(),
         example="raytrain tune search_spaces/quickstart.yaml num_samples=8",

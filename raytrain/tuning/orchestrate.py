@@ -1,12 +1,15 @@
-"""Orchestrating a tune experiment on a running Ray: folder, capacity, the Tuner (Optuna, ASHA, stopper), restore.
+"""Orchestrating a tune experiment on a running Ray: folder, capacity, the Tuner (Optuna or PBT, ASHA, stopper),
+restore.
 
-The trial function itself reserves almost nothing (its Train workers reserve the real resources), and the number of
-concurrent trials is capped at what the cluster can hold, because Tune does not count Train's workers. Stable names
-make everything resumable: the experiment is ``project/name``; each trial's Train run is named after its trial
-under ``project/name/_train``, so ``resume=True`` (``Tuner.restore``) keeps finished trials and continues the rest.
+A one-worker trial trains in its own Tune trial process, which reserves the trial's CPUs and GPU (share); a
+multi-worker trial's process reserves only a token and its Ray Train workers reserve the rest, which Tune does not
+count: the number of concurrent trials is capped at what the cluster can hold either way. Stable names make everything
+resumable: the experiment is ``project/name`` (Tune's checkpoints of each trial under it; multi-worker trials' Train
+runs under ``project/name/_train``), so ``resume=True`` (``Tuner.restore``) keeps finished trials and continues the
+rest.
 
-A stopped trial's Train workers are freed by Ray Train's cleaner, which needs the Ray dashboard (State API): the
-CLI starts Ray with it, and :func:`check_dashboard` warns when it is missing.
+A stopped multi-worker trial's Train workers are freed by Ray Train's cleaner, which needs the Ray dashboard (State
+API): the CLI starts Ray with it, and :func:`check_dashboard` warns when it is missing.
 """
 
 from __future__ import annotations
