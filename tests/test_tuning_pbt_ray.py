@@ -84,3 +84,55 @@ def test_pbt_exploits_are_recorded_continue_the_sources_state_and_replay(tmp_pat
     assert lrs == pytest.approx([scheduled_lr(schedule[e]["lr0"], e) for e in range(1, EPOCHS + 1)], rel=1e-4)
     print(f"PBT experiment + replay: {time.monotonic() - started:.0f} s; exploits: "
           f"{[(r['trial'], r['source'], r['epoch']) for r in rows]}")
+
+
+@pytest.mark.ray
+def test_pbt_driver_killed_after_an_exploit_resumes_with_population_and_history(tmp_path: Path):
+    """Kill ``raytrain tune`` once an exploit is recorded and Tune has saved its state; ``resume=True`` finishes the
+    same population (no new trials), keeps the exploits already recorded, and every trial ends at its last epoch."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    epochs = 8
+    settings = {
+        "name": "pbt", "project": str(tmp_path / "runs"), "train": {**TRAIN, "epochs": epochs}, "scheduler": "pbt",
+        "population": 2, "perturbation_interval": 2, "quantile_fraction": 0.5, "resample_probability": 0.0,
+        "metric": "train/box_loss", "mode": "min", "wandb_mode": "disabled",
+        "space": {"box": {"type": "uniform", "low": 0.5, "high": 12.0}},
+        "points_to_evaluate": [{"box": 0.5}, {"box": 12.0}],  # box=12 is the worse: it exploits at epoch 2
+    }
+    space_file = tmp_path / "pbt.yaml"
+    space_file.write_text(yaml.safe_dump(settings))
+    exp = tmp_path / "runs" / "pbt"
+    command = [sys.executable, "-m", "raytrain.cli", "tune", str(space_file)]
+    driver = subprocess.Popen(command, stdout=(tmp_path / "first.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert driver.poll() is None, "the experiment finished before it could be interrupted"
+            history = read_history(exp / HISTORY_FILE) if (exp / HISTORY_FILE).is_file() else []
+            saved = "".join(p.read_text() for p in exp.glob("experiment_state-*.json"))
+            status = read_status(exp / STATUS_FILE) if (exp / STATUS_FILE).is_file() else {}
+            if history and len(status) == 2 and all(tid in saved for tid in status) and \
+                    all(int(r.get("epochs_run", 0) or 0) < epochs for r in status.values()):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no exploit within 300 s")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    recorded = read_history(exp / HISTORY_FILE)
+
+    done = subprocess.run([*command, "resume=True"], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = read_status(exp / STATUS_FILE)
+    assert len(status) == 2  # the same population: no trial was added
+    assert all(r["end"] == "completed" for r in status.values()), status
+    for record in status.values():
+        assert int(read_result_json(exp / record["name"] / "result.json")[-1]["epoch"]) == epochs
+    history = read_history(exp / HISTORY_FILE)
+    assert history[:len(recorded)] == recorded  # the exploits recorded before the kill are kept
