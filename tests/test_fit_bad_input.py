@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from model_helpers import ultralytics_pickle
 
 import raytrain
 from raytrain import cli
@@ -22,23 +20,6 @@ from raytrain.train.plan import prepare_run
 
 TINY = dict(data="shapes", model="yolov8n", imgsz=64, fraction=0.04, workers=0, device="cpu", warmup_epochs=0.5,
             close_mosaic=1)  # 20 train images, 100 val images, 64 px
-
-
-def _ultralytics_pickle(path: Path, monkeypatch) -> None:
-    """A pickle of Ultralytics' DetectionModel class (faked: the pickle records only the class's module and name)."""
-    tasks = types.ModuleType("ultralytics.nn.tasks")
-
-    class DetectionModel:
-        pass
-
-    DetectionModel.__module__, DetectionModel.__qualname__ = tasks.__name__, "DetectionModel"
-    tasks.DetectionModel = DetectionModel
-    for name in ("ultralytics", "ultralytics.nn"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, tasks.__name__, tasks)
-    torch.save({"model": DetectionModel(), "epoch": -1}, path)
-    for name in (tasks.__name__, "ultralytics.nn", "ultralytics"):
-        monkeypatch.delitem(sys.modules, name)  # as on a machine without ultralytics
 
 
 def _bad_file(kind: str, path: Path, monkeypatch) -> str:
@@ -58,7 +39,7 @@ def _bad_file(kind: str, path: Path, monkeypatch) -> str:
         path.write_bytes(path.read_bytes()[:100_000])
         return "is a damaged raytrain checkpoint"
     if kind == "ultralytics":
-        _ultralytics_pickle(path, monkeypatch)
+        ultralytics_pickle(path, monkeypatch)
         return "is an Ultralytics checkpoint"
     raise AssertionError(kind)
 

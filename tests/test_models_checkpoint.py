@@ -4,11 +4,10 @@ driver-side check of every file a run will load (inspect_checkpoint)."""
 from __future__ import annotations
 
 import pickle
-import sys
-import types
 
 import pytest
 import torch
+from model_helpers import ultralytics_pickle
 
 from raytrain.config import Config, ConfigError
 from raytrain.models import (
@@ -212,20 +211,7 @@ def test_inspect_names_a_truncated_raytrain_checkpoint(tmp_path, saved):
 
 
 def test_inspect_points_an_ultralytics_pickle_to_convert(tmp_path, monkeypatch):
-    # Ultralytics' classes, faked so the test needs no ultralytics: the pickle only records their module and name.
-    tasks = types.ModuleType("ultralytics.nn.tasks")
-
-    class DetectionModel:
-        pass
-
-    DetectionModel.__module__, DetectionModel.__qualname__ = tasks.__name__, "DetectionModel"
-    tasks.DetectionModel = DetectionModel
-    for name in ("ultralytics", "ultralytics.nn"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, tasks.__name__, tasks)
-    path = tmp_path / "yolov8n.pt"
-    torch.save({"model": DetectionModel(), "epoch": -1}, path)
-    monkeypatch.delitem(sys.modules, tasks.__name__)  # as on a machine without ultralytics
+    path = ultralytics_pickle(tmp_path / "yolov8n.pt", monkeypatch)
     message = _inspect_error(path, "model")
     assert "is an Ultralytics checkpoint" in message and f"raytrain convert {path} converted.pt" in message
 

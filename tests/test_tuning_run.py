@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from tuning_helpers import TRAIN, space
 
 from raytrain.cluster.storage import join_storage
 from raytrain.config import ConfigError, load_config
@@ -24,17 +25,6 @@ from raytrain.tuning.orchestrate import concurrency_cap, experiment_dir, make_sa
 from raytrain.tuning.plots import PLOTS
 from raytrain.tuning.space import load_space
 from raytrain.tuning.trial import trial_overrides
-
-TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 64, "batch": 8, "workers": 0, "fraction": 0.1,
-         "optimizer": "SGD", "close_mosaic": 0, "warmup_epochs": 0, "val": False, "plots": False, "device": "cpu"}
-
-
-def space(tmp_path: Path, **settings) -> dict:
-    body = {"name": "t", "project": str(tmp_path / "runs"), "train": dict(TRAIN),
-            "space": {"box": {"type": "uniform", "low": 0.5, "high": 12.0}},
-            "metric": "train/box_loss", "mode": "min", "max_concurrent_trials": 1, "wandb_mode": "disabled"}
-    body.update(settings)
-    return body
 
 
 # ------------------------------------------------------------------------------------------ driver-side, no Ray

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tuning_helpers import TRAIN, space
 
 from raytrain.tuning.experiment import STATUS_FILE, read_status
 from raytrain.tuning.space import load_space
@@ -19,17 +20,6 @@ from raytrain.tuning.stopping import (
     make_scheduler,
 )
 from raytrain.tuning.trial import TrialJob
-
-TRAIN = {"data": "shapes", "model": "yolov8n", "imgsz": 64, "batch": 8, "workers": 0, "fraction": 0.1,
-         "optimizer": "SGD", "close_mosaic": 0, "warmup_epochs": 0, "val": False, "plots": False, "device": "cpu"}
-
-
-def space(tmp_path: Path, **settings) -> dict:
-    body = {"name": "t", "project": str(tmp_path / "runs"), "train": dict(TRAIN),
-            "space": {"box": {"type": "uniform", "low": 0.5, "high": 12.0}},
-            "metric": "train/box_loss", "mode": "min", "max_concurrent_trials": 1, "wandb_mode": "disabled"}
-    body.update(settings)
-    return body
 
 
 def test_asha_ranks_tied_early_metrics_by_validation_loss(tmp_path: Path):

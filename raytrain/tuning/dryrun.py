@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from raytrain.tuning.space import TuneSpec
@@ -33,7 +34,8 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: Mapping[str, flo
     base = make_config(train)
     workers, cpus, gpus = trial_footprint(base, cluster.get("GPU", 0))
     defaults = {k: f.default_factory() if callable(f.default_factory) else f.default for k, f in FIELDS.items()}
-    per_trial = set(trial_overrides(_NAMES_ONLY, "-")) | {"storage"}  # every trial sets its own
+    job = SimpleNamespace(experiment_dir="", wandb_project="", wandb_mode="", workers=1)  # only the keys are wanted
+    per_trial = set(trial_overrides(job, "-")) | {"storage"}  # every trial sets its own
     fixed = {k: v for k, v in train.items()
              if k not in spec.space and k not in per_trial and defaults.get(k, object()) != v}
     lines = [
@@ -55,10 +57,6 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: Mapping[str, flo
         + (f" (W&B {resolve_wandb_mode(spec.wandb_mode or base.wandb_mode)})" if "wandb" in base.loggers else ""),
     ]
     return "\n".join(lines)
-
-
-class _NAMES_ONLY:  # noqa: N801  (a stand-in TrialJob: only the keys of trial_overrides are wanted)
-    experiment_dir, wandb_project, wandb_mode, workers = "", "", "", 1
 
 
 def _resources(cluster: Mapping[str, float]) -> str:
