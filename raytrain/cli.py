@@ -17,6 +17,7 @@ from typing import Any
 
 from raytrain import __version__
 from raytrain.config import FIELDS, ConfigError, help_table, keys_in_groups, parse_cli_args, unknown_key_error
+from raytrain.tuning.space import CLI_KEYS as TUNE_KEYS  # what load_space accepts as an override (imports no Ray)
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -65,8 +66,7 @@ COMMANDS: dict[str, Command] = {
         target="raytrain.tuning.api:main",
         keys=(),
         example="raytrain tune search_spaces/quickstart.yaml num_samples=8",
-        # The space module's own list of what load_space accepts as an override (it imports no Ray or torch).
-        extra_keys=importlib.import_module("raytrain.tuning.space").CLI_KEYS,
+        extra_keys=TUNE_KEYS,
     ),
     "results": Command(
         summary="show a tune experiment's ranked trials, redraw its plots and Optuna's analysis (finished or running)",
