@@ -24,6 +24,7 @@ from typing import Any
 
 from raytrain import keys
 from raytrain.engine.hyper import apply_values, read_schedule, values_at
+from raytrain.engine.optim import current_lrs
 from raytrain.engine.state import RunState, checkpoint_dict, save_state
 from raytrain.engine.train import Worker, from_rank0, mean_over_ranks, train_one_epoch
 
@@ -87,7 +88,7 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
         last_step = result.last_step
         losses = mean_over_ranks(result.losses.clone()).tolist()
         row = {keys.EPOCH: epoch, **dict(zip(keys.TRAIN_LOSS_KEYS, losses, strict=True)),
-               **_current_lrs(w.optimizer), keys.TRAIN_SECONDS: result.seconds, **scheduled}
+               **current_lrs(w.optimizer), keys.TRAIN_SECONDS: result.seconds, **scheduled}
         if state.continued_from:  # the first epoch on another run's state: trackers show where it came from
             row.update(exploit_fields(state.continued_from))
             state.continued_from = ""
@@ -162,12 +163,6 @@ def validate(w: Worker) -> dict[str, float]:
     result = evaluate(w.ema.ema, w.val_loader, device=w.device, names=w.names, iou=w.cfg.iou,
                       max_det=w.cfg.max_det, loss_fn=w.loss_fn)
     return {k: float(result.metrics.get(k, 0.0)) for k in keys.VAL_KEYS}
-
-
-def _current_lrs(optimizer: Any) -> dict[str, float]:
-    from raytrain.engine.optim import current_lrs
-
-    return current_lrs(optimizer)
 
 
 def _epochs_within_time(w: Worker, state: RunState, epoch: int, started: float) -> int:
