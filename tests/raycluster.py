@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 class LocalCluster:
-    """Start with :meth:`add_node`; ``address`` is the GCS address to pass to ``ray.init`` or ``address=``."""
+    """Start the head, then the workers, with :meth:`add_node` (each call returns once its node is alive);
+    ``address`` is the GCS address to pass to ``ray.init`` or ``address=``."""
 
     def __init__(self, log_dir: Path):
         self.log_dir = Path(log_dir)
@@ -36,6 +37,7 @@ class LocalCluster:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        self.join_timeout = 90.0  # seconds one node may take to register (2-core CI machines are slow and shared)
         current = Path("/tmp/ray/ray_current_cluster")
         self.previous_current_cluster = current.read_text() if current.is_file() else None
         # No RAY_ADDRESS inherited from another Ray in this process (e.g. the ray_local fixture): nodes and drivers
@@ -44,6 +46,26 @@ class LocalCluster:
         self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
     def add_node(self, num_cpus: int, resources: dict[str, float], head: bool = False) -> None:
+        """Start one node (fresh ports each time) and wait until the cluster counts it alive.
+
+        A worker node that exits or has not joined after ``join_timeout`` seconds is stopped and started once more
+        on new ports (a port taken between picking and binding it is the likely cause); a second miss raises, with the
+        tail of every node's log in the message so a CI log alone shows why.
+        """
+        expected = len(self.procs) + 1
+        for attempt in (1, 2):
+            self._start_node(num_cpus, resources, head, attempt)
+            try:
+                self.wait_for_nodes(expected, timeout=self.join_timeout)
+                return
+            except (TimeoutError, RuntimeError) as error:
+                if head or attempt == 2:
+                    raise
+                print(f"raycluster: node {expected - 1} did not join ({str(error).splitlines()[0]}); restarting it "
+                      f"on new ports\n{self.log_tails()}", file=sys.stderr)
+                self._kill(self.procs.pop())
+
+    def _start_node(self, num_cpus: int, resources: dict[str, float], head: bool, attempt: int) -> None:
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [ray_bin, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
                f"--resources={json.dumps(resources)}", "--disable-usage-stats",
@@ -57,30 +79,48 @@ class LocalCluster:
                     f"--ray-client-server-port={free_port()}"]
         else:
             cmd += [f"--address={self.address}"]
-        log = open(self.log_dir / f"node{len(self.procs)}.log", "w")  # noqa: SIM115 - closed with the node
+        suffix = "" if attempt == 1 else f".attempt{attempt}"
+        log = open(self.log_dir / f"node{len(self.procs)}{suffix}.log", "w")  # noqa: SIM115 - closed with the node
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                            start_new_session=True))
 
-    def wait_for_nodes(self, count: int, timeout: float = 90) -> None:
+    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
+        """Until ``count`` nodes are alive; raises with the node logs' tails when a node exits or time runs out."""
+        probe_timeout = 30
         code = (f"import ray, time; ray.init(address='{self.address}', logging_level='ERROR'); "
                 f"t = time.time()\n"
-                f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() - t < {timeout}: "
+                f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() - t < {probe_timeout}: "
                 f"time.sleep(1)\n"
                 f"print(len([n for n in ray.nodes() if n['Alive']]))")
         deadline = time.time() + timeout
+        last = "no probe finished"
         while time.time() < deadline:
             dead = [i for i, p in enumerate(self.procs) if p.poll() is not None]
             if dead:
-                raise RuntimeError(f"Ray node {dead[0]} exited; see {self.log_dir}/node{dead[0]}.log")
+                raise RuntimeError(f"Ray node {dead[0]} exited\n{self.log_tails()}")
             try:
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                                     timeout=timeout)
+                                     timeout=probe_timeout + 30)
             except subprocess.TimeoutExpired:
+                last = f"a probe took over {probe_timeout + 30} s"
                 continue
             if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
                 return
+            last = f"probe exit {out.returncode}, printed {out.stdout.strip()[-200:]!r}, stderr {out.stderr[-1000:]}"
             time.sleep(2)
-        raise TimeoutError(f"the local cluster did not reach {count} nodes; see {self.log_dir}/node*.log")
+        raise TimeoutError(f"the local cluster did not reach {count} nodes in {timeout:.0f} s ({last})\n"
+                           f"{self.log_tails()}")
+
+    def log_tails(self, chars: int = 1500) -> str:
+        """The end of every node's log under ``log_dir`` (pytest's tmp folder is gone once CI ends)."""
+        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}"
+                         for log in sorted(self.log_dir.glob("node*.log")))
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

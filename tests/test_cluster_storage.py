@@ -117,7 +117,6 @@ def test_two_node_cluster_runs_tune_on_both_nodes(tmp_path):
     try:
         cluster.add_node(2, {"head_node": 1}, head=True)
         cluster.add_node(2, {"worker_node": 1})
-        cluster.wait_for_nodes(2)
         space = tmp_path / "space.yaml"
         space.write_text(TWO_NODE_SPACE)
         storage, project = tmp_path / "shared_storage", tmp_path / "runs"
