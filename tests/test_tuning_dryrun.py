@@ -74,3 +74,19 @@ def test_asha_rungs_and_the_plan_text(tmp_path):
     text = describe(spec, dict(spec.train, gpu_share=0.5), {"CPU": 8, "GPU": 2}, ray_source="a test")
     assert "Per trial: 1 worker(s), 1 CPU(s), 0.5 GPU(s)" in text and "At once: 4 trial(s)" in text
     assert "patience 2 epochs" in text and "Ray: a test: 8 CPU, 2 GPU" in text
+
+
+def test_searched_checkpoint_paths_reach_trials_absolute(tmp_path, monkeypatch):
+    """Tune runs each trial in its own folder: a relative ``model:`` choice is made absolute on the driver, where the
+    space file named (and the driver opened) it; other sampled values pass through unchanged."""
+    from raytrain.tuning.trial import trial_config
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_space(space_file(tmp_path, space={"model": ["weights/a.pt", "yolov8n"], "lr0": [0.01, 0.02]}))
+    job = build_job(spec, tmp_path / "exp", str(tmp_path), dict(spec.train), {"CPU": 2})
+    assert job.checkpoints == {"weights/a.pt": str(tmp_path / "weights" / "a.pt")}
+    (tmp_path / "trial").mkdir()
+    monkeypatch.chdir(tmp_path / "trial")  # as a trial: another working directory
+    cfg = trial_config(job, {"model": "weights/a.pt", "lr0": 0.02}, "trial_00000")
+    assert cfg.model == str(tmp_path / "weights" / "a.pt") and cfg.lr0 == 0.02
+    assert trial_config(job, {"model": "yolov8n", "lr0": 0.01}, "trial_00001").model == "yolov8n"

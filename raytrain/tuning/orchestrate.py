@@ -131,11 +131,15 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
     project = spec.wandb_project or Path(spec.project).name
     tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
+    checkpoints = {value: str(Path(value).expanduser().resolve()) for key in ("model", "pretrained")
+                   if key in spec.space for value in spec.space[key].values
+                   if isinstance(value, str) and value.endswith(".pt")}
     return TrialJob(
         train=train, param_names=tuple(spec.space), experiment=exp_dir.name, experiment_dir=str(exp_dir),
         train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
         tune_storage=join_storage(storage_root, exp_dir.name), wandb_project=project,
         wandb_mode=spec.wandb_mode, metric=spec.metric, workers=workers, resources=resources, tracking=tracking,
+        checkpoints=checkpoints,
     )
 
 

@@ -49,6 +49,9 @@ class TrialJob:
     workers: int = 1  # training workers per trial: 1 trains in the trial itself, more start a TorchTrainer
     resources: dict[str, float] = field(default_factory=dict)  # what the trial process reserves
     tracking: dict[str, Any] = field(default_factory=dict)  # from raytrain.tracking.start_experiment
+    # Searched model=/pretrained= files as the space names them -> absolute, resolved on the driver: Ray Tune runs
+    # each trial in its own folder, where a relative path names nothing.
+    checkpoints: dict[str, str] = field(default_factory=dict)
 
 
 def trial_name(trial: Any) -> str:
@@ -66,6 +69,12 @@ def trial_overrides(job: TrialJob, name: str) -> dict[str, Any]:
     return {"project": str(Path(job.experiment_dir) / TRIALS_FOLDER), "name": name, "exist_ok": True,
             "num_workers": job.workers, "patience": NO_FIT_PATIENCE, "wandb_project": job.wandb_project,
             "wandb_mode": job.wandb_mode, "resume": False}
+
+
+def trial_config(job: TrialJob, params: dict[str, Any], name: str) -> Any:
+    """The trial's Config: the fixed arguments, its sampled values (searched files made absolute) and tune's own."""
+    sampled = {k: job.checkpoints.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    return make_config(job.train, sampled, trial_overrides(job, name))
 
 
 def trial_tracking(job: TrialJob, trial_id: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +102,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     save_dir = trial_save_dir(job, name)
     (save_dir / FATAL_FILE).unlink(missing_ok=True)  # an earlier attempt's
     try:
-        cfg = make_config(job.train, params, trial_overrides(job, name))
+        cfg = trial_config(job, params, name)
         plan = prepare_run(cfg, save_dir=save_dir, run_name=name, storage_path=job.train_storage,
                            tracking=trial_tracking(job, trial_id, name, params), resolved=True,
                            states=join_storage(job.tune_storage, name) if job.workers == 1 else None)
