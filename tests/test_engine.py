@@ -316,3 +316,14 @@ def test_pretrained_transfers_matching_tensors(tmp_path, caplog):
     assert torch.equal(model.model[0].conv.weight, source.model[0].conv.weight)
     from_ckpt = model_for(make_config({"model": str(path)}), nc=80)  # model=CKPT: arch and weights from the file
     assert torch.equal(from_ckpt.model[22].cv3[0][2].weight, source.model[22].cv3[0][2].weight)
+
+
+def test_a_checkpoint_missing_where_the_run_trains_is_a_config_error(tmp_path):
+    """The driver opened it; a worker that cannot see it fails once (ConfigError), naming the key and what to do."""
+    from raytrain.config import make_config
+    from raytrain.engine.train import model_for
+
+    for key, args in [("model", {"model": str(tmp_path / "gone.pt")}),
+                      ("pretrained", {"model": "yolov8n", "pretrained": str(tmp_path / "gone.pt")})]:
+        with pytest.raises(ConfigError, match=f"^{key}=.*gone.pt: not found on .*storage all nodes mount"):
+            model_for(make_config(args), nc=6)

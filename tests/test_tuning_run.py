@@ -84,6 +84,23 @@ def test_names_and_folders(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------------------------------- on Ray
+def test_tune_exits_1_when_every_trial_ended_in_error(tmp_path: Path, monkeypatch, capsys):
+    """A search where no trial trained (each one's reason is in trials.csv) is a failed command, not exit 0."""
+    from raytrain.tuning import api
+
+    ends = []
+    monkeypatch.setattr(api, "tune", lambda space, **kwargs: api.TuneResult(
+        experiment_dir=tmp_path, best_config=None, best_metric=None, metric="fitness", mode="max",
+        trials=[{"trial": f"trial_{i}", "end": end} for i, end in enumerate(ends)]))
+    monkeypatch.setattr(api, "_print_summary", lambda result: 0)
+    ends[:] = ["error", "error"]
+    assert api.main(["space.yaml"], {}) == 1
+    err = capsys.readouterr().err
+    assert f"Every trial ended in error; each one's reason is in the error column of {tmp_path}" in err
+    ends[:] = ["error", "completed"]
+    assert api.main(["space.yaml"], {}) == 0
+
+
 @pytest.fixture(scope="module")
 def ray_tune(request: pytest.FixtureRequest):
     """The shared local Ray, started the way ``raytrain tune`` starts it (dashboard pinned for the PG cleaner)."""

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raytrain.config import Config
+from raytrain.config import Config, ConfigError
 from raytrain.engine.ema import ModelEMA
 from raytrain.engine.optim import Schedule, apply_schedule
 
@@ -207,14 +208,21 @@ def model_for(cfg: Config, nc: int) -> Any:
     from raytrain.models import build_model, transfer_weights
     from raytrain.models.checkpoint import load_checkpoint
 
+    def load(key: str, path: str) -> dict[str, Any]:
+        try:
+            return load_checkpoint(path)
+        except FileNotFoundError:  # the driver opened it: this node does not see it (a retry would not either)
+            raise ConfigError(f"{key}={path}: not found on {socket.gethostname()}, where this run trains; every "
+                              f"node that trains must see the file (put it on storage all nodes mount).") from None
+
     arch, source, source_path = cfg.model, None, None
     if cfg.model.endswith(".pt"):
-        ckpt = load_checkpoint(cfg.model)
+        ckpt = load("model", cfg.model)
         arch = ckpt["arch"]
         if cfg.pretrained is True:
             source, source_path = ckpt, cfg.model
     if isinstance(cfg.pretrained, str):
-        source, source_path = load_checkpoint(cfg.pretrained), cfg.pretrained
+        source, source_path = load("pretrained", cfg.pretrained), cfg.pretrained
     model = build_model(arch, nc=nc)
     if source is not None:
         copied, total = transfer_weights(model, source)

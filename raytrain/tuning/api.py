@@ -8,6 +8,7 @@ is read back from the experiment folder.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,12 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
         print(f"{unfinished} trial(s) unfinished. Continue with: raytrain tune {space} "
               f"name={result.experiment_dir.name} project={result.experiment_dir.parent} resume=True")
         return 130
+    if result.trials and all(t["end"] == "error" for t in result.trials):
+        from raytrain.tuning.report import TRIALS_CSV
+
+        print(f"Every trial ended in error; each one's reason is in the error column of "
+              f"{result.experiment_dir / TRIALS_CSV}.", file=sys.stderr)
+        return 1
     return 0
 
 
