@@ -140,6 +140,13 @@ def test_two_node_cluster_runs_tune_on_both_nodes(tmp_path):
     assert len(rows) == 3  # header + two trials
     assert (storage / "twonode").is_dir()  # Tune's experiment state and the Train checkpoints in shared storage
     assert list((storage / "twonode").rglob("checkpoint_*")), "no Train checkpoint reached the shared storage"
+    # The trial away from the driver's node also put its run files in its checkpoints, for the driver to copy in
+    # (both nodes share this machine's disk here, so the copy itself is checked in test_cluster_sync.py).
+    staged = {p.parents[2].name for p in (storage / "twonode").glob("*/checkpoint_*/run/results.csv")}
+    assert len(staged) == 1, f"expected one trial away from the driver to stage its run files, got {staged}"
+    (name,) = staged
+    assert (exp / "trials" / name / "weights" / "last.pt").is_file()
+    assert {p.name for p in (storage / "twonode" / name).glob("checkpoint_*/run/*")} >= {"args.yaml", "run.json"}
 
 
 def test_worker_prepares_a_dataset_missing_on_its_node(tmp_path, monkeypatch):

@@ -1,8 +1,10 @@
-"""Mirroring rank 0's run files through a checkpoint, for a rank 0 on another node."""
+"""Mirroring run files through checkpoints: a rank 0, or a one-worker tune trial, on another node than the driver."""
 
 from __future__ import annotations
 
-from raytrain.cluster.sync import STAGED_FOLDER, RunFolderMirror, stage_run_files
+from types import SimpleNamespace
+
+from raytrain.cluster.sync import STAGED_FOLDER, RunFolderMirror, TrialFolderMirror, stage_run_files
 
 
 def test_staged_files_reach_the_driver_run_folder(tmp_path):
@@ -39,3 +41,44 @@ def test_nothing_staged_means_nothing_copied(tmp_path):
     RunFolderMirror(driver_run).after_report(None, [{}], Checkpoint.from_directory(checkpoint_dir))
     RunFolderMirror(driver_run).after_report(None, [{}], None)
     assert not driver_run.exists()
+
+
+def test_a_trial_on_another_node_brings_its_run_folder_to_the_driver(tmp_path, monkeypatch):
+    """A one-worker trial away from the driver stages its run files in each Tune checkpoint (the epoch's changed
+    files plus its small files: args, run.json, TensorBoard events); the driver's Tune callback copies them in."""
+    import ray.tune
+
+    from raytrain.engine.loop import EpochReport
+    from raytrain.tuning.trial import TuneReport
+
+    remote = tmp_path / "node2" / "trials" / "trial_00001"  # the trial's run folder where it trains
+    (remote / "weights").mkdir(parents=True)
+    (remote / "tensorboard").mkdir()
+    for name, text in [("results.csv", "epoch\n1\n"), ("args.yaml", "epochs: 3\n"), ("run.json", "{}"),
+                       ("tensorboard/events.out", "tb"), ("weights/last.pt", "last"), ("weights/epoch1.pt", "old")]:
+        (remote / name).write_text(text)
+    reported = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint: reported.append(checkpoint))
+    states = []
+    for stage in (True, False):
+        state_dir = tmp_path / f"state_{stage}"
+        state_dir.mkdir()
+        (state_dir / "state.pt").write_text("state")
+        states.append(state_dir)
+        TuneReport(remote, stage)(EpochReport({"epoch": 1.0}, state_dir,
+                                              [remote / "results.csv", remote / "weights" / "last.pt"], False))
+
+    staged = sorted(p.relative_to(states[0] / STAGED_FOLDER).as_posix()
+                    for p in (states[0] / STAGED_FOLDER).rglob("*") if p.is_file())
+    assert staged == ["args.yaml", "results.csv", "run.json", "tensorboard/events.out", "weights/last.pt"]
+    assert not (states[1] / STAGED_FOLDER).exists()  # on the driver's node: nothing extra in the checkpoint
+
+    driver_trials = tmp_path / "driver" / "trials"
+    mirror = TrialFolderMirror(driver_trials, lambda trial: trial.name)
+    trial = SimpleNamespace(name="trial_00001")
+    mirror.on_checkpoint(0, [], trial, reported[0])
+    assert (driver_trials / "trial_00001" / "weights" / "last.pt").read_text() == "last"
+    assert (driver_trials / "trial_00001" / "tensorboard" / "events.out").read_text() == "tb"
+    assert not (driver_trials / "trial_00001" / "weights" / "epoch1.pt").exists()  # not changed this epoch
+    mirror.on_checkpoint(0, [], SimpleNamespace(name="trial_00002"), reported[1])
+    assert not (driver_trials / "trial_00002").exists()

@@ -107,6 +107,22 @@ def ray_tune(request: pytest.FixtureRequest):
     return request.getfixturevalue("ray_local")  # started with tune's dashboard pin and fit's address pin
 
 
+@pytest.mark.ray
+def test_trials_know_the_driver_node_and_multi_worker_trials_stay_on_it(tmp_path: Path, ray_tune):
+    """A multi-worker trial's process (its Train controller keeps the run folder) reserves a sliver of the driver's
+    node; a one-worker trial may train anywhere and is told the driver's node (to stage its run files for it)."""
+    from raytrain.tuning.orchestrate import build_job
+
+    node = ray_tune.get_runtime_context().get_node_id()
+    (address,) = [n["NodeManagerAddress"] for n in ray_tune.nodes() if n["NodeID"] == node]
+    whole = load_space(space(tmp_path, resources={"workers": 2}))
+    job = build_job(whole, tmp_path / "exp", str(tmp_path), dict(whole.train), {"CPU": 4})
+    assert job.resources == {"CPU": 0, "memory": 2**20, f"node:{address}": 0.001} and job.driver_node == node
+    one = load_space(space(tmp_path))
+    job = build_job(one, tmp_path / "exp", str(tmp_path), dict(one.train), {"CPU": 4})
+    assert job.resources == {"CPU": 1.0} and job.driver_node == node
+
+
 def offline_wandb_runs(save_dir: Path) -> list[Path]:
     return sorted((save_dir / "wandb").glob("offline-run-*"))
 

@@ -125,3 +125,19 @@ def test_end_labels():
     assert classify_end(None, 5, 5, over_budget=True) == "completed"
     assert classify_end(None, 2, 5, over_budget=True) == "time-budget"
     assert classify_end(None, 2, 5, over_budget=False) == "completed"  # Tune ended it at its own last report
+
+
+def test_a_one_worker_trials_fatal_error_reaches_the_status_from_its_last_report(tmp_path: Path):
+    """A one-worker trial on another node writes fatal_error.txt there; the driver takes the reason from the trial's
+    last report to Tune instead."""
+    from raytrain.keys import FATAL_ERROR
+
+    status = StatusFile(tmp_path / STATUS_FILE)
+    job = TrialJob(train={}, param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
+                   train_storage=str(tmp_path / "_train"), wandb_project="p", wandb_mode="disabled")
+    callback = make_status_callback(load_space(space(tmp_path)), status, job)
+    trial = SimpleNamespace(trial_id="a_00001", last_result={"fitness": float("nan"), FATAL_ERROR: "model=x.pt: gone"},
+                            config={}, local_path=None)
+    callback.on_trial_complete(0, [trial], trial)
+    record = read_status(tmp_path / STATUS_FILE)["a_00001"]
+    assert (record["end"], record["error"], record["epochs_run"]) == ("error", "model=x.pt: gone", 0)

@@ -6,21 +6,27 @@ user never sees, so there rank 0 also puts the files it changed this epoch into 
 ``run/``, and :class:`RunFolderMirror` (a Ray Train callback on the controller, which Ray places on the driver's node)
 copies them into the run folder after each report. Checkpoints already travel through shared storage, so this needs
 no extra channel, and costs nothing when rank 0 is local.
+
+A one-worker tune trial trains in its own Tune trial process, which Ray may place on any node: it stages its run files
+in its Tune checkpoint the same way, and :class:`TrialFolderMirror` (a Tune callback, on the driver) copies them into
+the trial's run folder on the driver's machine.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
+from ray.tune import Callback
 
 LOGGER = logging.getLogger("raytrain")
 
 STAGED_FOLDER = "run"  # inside a Ray checkpoint: run-folder files changed in that epoch, by relative path
+TRACKER_FOLDERS = ("tensorboard",)  # small per-run tracker files a trial's run folder also carries to the driver
 
 
 def current_node_id() -> str:
@@ -28,6 +34,20 @@ def current_node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def driver_node_resource(amount: float = 0.001) -> dict[str, float]:
+    """A sliver of this node's own Ray resource (``node:IP``, 1.0 on every node): reserving it keeps a process (a
+    multi-worker trial's, whose Ray Train controller writes the run folder) on the driver's node. Empty when this
+    process is on no node of the cluster (e.g. a Ray Client driver) or Ray is not running."""
+    import ray
+
+    node_id = current_node_id()
+    for node in ray.nodes() if node_id else ():
+        if node["NodeID"] == node_id and node["Alive"]:
+            key = f"node:{node['NodeManagerAddress']}"
+            return {key: amount} if key in node["Resources"] else {}
+    return {}
 
 
 def stage_run_files(save_dir: Path, files: Iterable[Path], checkpoint_dir: Path) -> list[str]:
@@ -48,6 +68,32 @@ def stage_run_files(save_dir: Path, files: Iterable[Path], checkpoint_dir: Path)
     return staged
 
 
+def trial_run_files(save_dir: Path, changed: Iterable[Path]) -> list[Path]:
+    """What a trial on another node stages each epoch: the files changed this epoch (results, plots, weights) and the
+    run folder's other small files (``args.yaml``, ``run.json``, ``startup.json``, the TensorBoard events), which
+    the trial, not the driver, writes."""
+    save_dir = Path(save_dir)
+    extra = [p for p in sorted(save_dir.iterdir()) if p.is_file()] if save_dir.is_dir() else []
+    for folder in TRACKER_FOLDERS:
+        extra += sorted(p for p in (save_dir / folder).rglob("*") if p.is_file())
+    return list(dict.fromkeys([*map(Path, changed), *extra]))
+
+
+def copy_staged(checkpoint: Any, save_dir: str | Path) -> bool:
+    """Copy the run files staged in ``checkpoint`` (Ray Train's or Tune's, on any storage Ray supports) into
+    ``save_dir`` on this machine; False when it holds none (the run folder was written here directly)."""
+    import pyarrow.fs
+
+    source = f"{checkpoint.path.rstrip('/')}/{STAGED_FOLDER}"
+    if checkpoint.filesystem.get_file_info(source).type == pyarrow.fs.FileType.NotFound:
+        return False
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    pyarrow.fs.copy_files(source, str(save_dir), source_filesystem=checkpoint.filesystem,
+                          destination_filesystem=pyarrow.fs.LocalFileSystem())
+    LOGGER.debug("Run folder %s updated from checkpoint %s", save_dir, checkpoint.path)
+    return True
+
+
 class RunFolderMirror(UserCallback):
     """Copies the run files rank 0 staged in a checkpoint into ``save_dir`` on the controller's (driver's) node."""
 
@@ -55,14 +101,16 @@ class RunFolderMirror(UserCallback):
         self.save_dir = Path(save_dir)
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if checkpoint is None:
-            return
-        import pyarrow.fs
+        if checkpoint is not None:
+            copy_staged(checkpoint, self.save_dir)
 
-        source = f"{checkpoint.path.rstrip('/')}/{STAGED_FOLDER}"
-        if checkpoint.filesystem.get_file_info(source).type == pyarrow.fs.FileType.NotFound:
-            return  # rank 0 wrote the run folder here directly
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        pyarrow.fs.copy_files(source, str(self.save_dir), source_filesystem=checkpoint.filesystem,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
-        LOGGER.debug("Run folder %s updated from checkpoint %s", self.save_dir, checkpoint.path)
+
+class TrialFolderMirror(Callback):
+    """A Tune callback (on the driver): copies the run files a trial on another node staged in its Tune checkpoint
+    into its run folder here, ``trials_dir / name_of(trial)``, after every checkpoint Tune receives."""
+
+    def __init__(self, trials_dir: str | Path, name_of: Callable[[Any], str]) -> None:
+        self.trials_dir, self.name_of = Path(trials_dir), name_of
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        copy_staged(checkpoint, self.trials_dir / self.name_of(trial))

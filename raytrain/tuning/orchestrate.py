@@ -30,7 +30,7 @@ from raytrain.tuning.results import summarize
 from raytrain.tuning.space import TuneSpec
 from raytrain.tuning.status import make_status_callback
 from raytrain.tuning.stopping import StatusFile, make_patience_stopper, make_scheduler
-from raytrain.tuning.trial import TRAIN_FOLDER, TrialJob, run_trial, trial_name
+from raytrain.tuning.trial import TRAIN_FOLDER, TRIALS_FOLDER, TrialJob, run_trial, trial_name
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -122,12 +122,15 @@ def check_dashboard(spec: TuneSpec) -> str | None:
 def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str, Any],
               cluster: Mapping[str, float]) -> TrialJob:
     """The trials' shared job; starts the experiment's tracker records (e.g. MLflow's parent run) once."""
+    from raytrain.cluster.sync import current_node_id, driver_node_resource
     from raytrain.tracking import start_experiment
 
     workers, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
     # A one-worker trial trains in its own process, which reserves the trial's CPUs and GPU; a multi-worker trial's
-    # process reserves only a token (its Ray Train workers reserve the real resources).
-    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})} if workers == 1 else dict(TRIAL_TOKEN_RESOURCES)
+    # process reserves only a token (its Ray Train workers reserve the real resources) and a sliver of the driver's
+    # node: its Ray Train controller, which keeps the run folder, runs in that process.
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})} if workers == 1 else \
+        {**TRIAL_TOKEN_RESOURCES, **driver_node_resource()}
     project = spec.wandb_project or Path(spec.project).name
     tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
@@ -139,7 +142,7 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
         train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
         tune_storage=join_storage(storage_root, exp_dir.name), wandb_project=project,
         wandb_mode=spec.wandb_mode, metric=spec.metric, workers=workers, resources=resources, tracking=tracking,
-        checkpoints=checkpoints,
+        checkpoints=checkpoints, driver_node=current_node_id(),
     )
 
 
@@ -159,6 +162,8 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
     import ray.tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    from raytrain.cluster.sync import TrialFolderMirror
 
     status = StatusFile(exp_dir / STATUS_FILE)
     param_space, keep = None, 2  # a trial resumes from its latest checkpoint
@@ -180,7 +185,8 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
     )
     run_config = ray.tune.RunConfig(
         name=exp_dir.name, storage_path=storage_root, stop=make_patience_stopper(spec, status),
-        callbacks=[make_status_callback(spec, status, job)],
+        callbacks=[make_status_callback(spec, status, job),
+                   TrialFolderMirror(Path(job.experiment_dir) / TRIALS_FOLDER, trial_name)],
         failure_config=ray.tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=keep),
         verbose=1,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raytrain.keys import EPOCH
+from raytrain.keys import EPOCH, FATAL_ERROR
 from raytrain.train.plan import fatal_error
 from raytrain.tuning.experiment import read_result_json
 from raytrain.tuning.space import TuneSpec
@@ -52,7 +52,9 @@ def make_status_callback(spec: TuneSpec, status: StatusFile, job: TrialJob) -> A
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             epoch = int((trial.last_result or {}).get(EPOCH, 0))
-            fatal = fatal_error(trial_save_dir(job, trial_name(trial)))
+            # The trial folder's file (a multi-worker trial's controller writes it on this node), or the last report
+            # of a one-worker trial, which may have trained on another node.
+            fatal = fatal_error(trial_save_dir(job, trial_name(trial))) or (trial.last_result or {}).get(FATAL_ERROR)
             if fatal is not None:  # ended itself on an error no retry can fix: once, with its reason
                 status.update(trial.trial_id, end="error", error=fatal, epochs_run=epoch)
                 finish_trial_trackers(job, trial, "error")

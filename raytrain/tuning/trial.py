@@ -52,6 +52,9 @@ class TrialJob:
     # Searched model=/pretrained= files as the space names them -> absolute, resolved on the driver: Ray Tune runs
     # each trial in its own folder, where a relative path names nothing.
     checkpoints: dict[str, str] = field(default_factory=dict)
+    # The driver's Ray node: a one-worker trial elsewhere stages its run files in its Tune checkpoints, for
+    # raytrain.cluster.sync.TrialFolderMirror to copy into its run folder on the driver's machine ('' = never).
+    driver_node: str = ""
 
 
 def trial_name(trial: Any) -> str:
@@ -113,7 +116,9 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     if job.workers > 1:
         _train_with_ray_train(plan, job.metric)
     else:
-        _train_in_trial(plan, marks, job.metric)
+        from raytrain.cluster.sync import current_node_id
+
+        _train_in_trial(plan, marks, job.metric, TuneReport(save_dir, job.driver_node not in ("", current_node_id())))
 
 
 def _record_fatal(save_dir: Path, message: str, metric: str, written: bool = False) -> None:
@@ -133,7 +138,7 @@ def _record_fatal(save_dir: Path, message: str, metric: str, written: bool = Fal
 
 
 # ------------------------------------------------------------------------------------------- in the trial itself
-def _train_in_trial(plan: Any, marks: dict[str, float], metric: str) -> None:
+def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: TuneReport) -> None:
     """The loop in this process: restore from Tune's checkpoint, report each epoch (metrics + state) to Tune."""
     import ray.tune
 
@@ -159,7 +164,7 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str) -> None:
             return
         trackers = open_loggers(plan.cfg.loggers, plan.tracking, plan.cfg.to_dict(), done_epochs=state.epoch)
         try:
-            run_epochs(w, state, report_to_tune, trackers=trackers)
+            run_epochs(w, state, report, trackers=trackers)
         except ConfigError as e:
             _record_fatal(plan.save_dir, str(e), metric)
     finally:  # also when Tune stops the trial inside its report (SystemExit): the process serves the next trial
@@ -169,11 +174,22 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str) -> None:
         _release_memory()
 
 
-def report_to_tune(report: Any) -> None:
-    """The loop's report sink in a trial: metrics and the state folder (as Tune's checkpoint) to Tune."""
-    import ray.tune
+class TuneReport:
+    """The loop's report sink in a trial: metrics and the state folder (as Tune's checkpoint) to Tune; with ``stage``
+    (the trial is not on the driver's node) its run files too, for the driver's
+    :class:`raytrain.cluster.sync.TrialFolderMirror`."""
 
-    ray.tune.report(report.metrics, checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
+    def __init__(self, save_dir: Path, stage: bool) -> None:
+        self.save_dir, self.stage = Path(save_dir), stage
+
+    def __call__(self, report: Any) -> None:
+        import ray.tune
+
+        if self.stage:
+            from raytrain.cluster.sync import stage_run_files, trial_run_files
+
+            stage_run_files(self.save_dir, trial_run_files(self.save_dir, report.changed), report.state_dir)
+        ray.tune.report(report.metrics, checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
 
 
 class StartupMarks:
