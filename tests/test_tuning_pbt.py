@@ -8,6 +8,7 @@ import csv
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -194,3 +195,46 @@ def test_a_trial_at_its_last_epoch_is_not_perturbed(tmp_path):
     assert scheduler.on_trial_result(None, trial, {"epoch": 6, "fitness": 0.1}) == "CONTINUE"
     with pytest.raises(KeyError):  # before the last epoch PBT's own bookkeeping runs (this trial was never added)
         scheduler.on_trial_result(None, trial, {"epoch": 2, "fitness": 0.1})
+
+
+class FakeTrial:
+    """What Ray's PBT reads of a trial (hashable, as its bookkeeping keys on trials)."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id, self.status, self.experiment_tag = trial_id, "RUNNING", trial_id
+        self.config = {"lr0": 0.01, "mixup": 0.0, "box": 7.5}
+        self.run_metadata = SimpleNamespace(checkpoint_manager=SimpleNamespace(
+            checkpoint_config=SimpleNamespace(num_to_keep=None)))
+
+    def is_finished(self) -> bool:
+        return False
+
+
+def test_a_trial_first_at_a_perturbation_point_can_still_be_cloned_later(tmp_path, monkeypatch):
+    """Ray keeps a trial's state for clones only when it is in the upper quantile as it reaches a perturbation point.
+    The best trial, first at epoch 2 (nobody to compare with), must still be a source when a worse one gets there."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from raytrain.tuning.pbt import make_pbt
+
+    clones = []
+    monkeypatch.setattr(PopulationBasedTraining, "_exploit",
+                        lambda self, controller, trial, source: clones.append((trial.trial_id, source.trial_id)))
+    scheduler = make_pbt(load_space(pbt_space(population=2)), tmp_path)
+    scheduler.set_search_properties("fitness", "max")
+    best, worse = FakeTrial("best"), FakeTrial("worse")
+    saved = []
+
+    def save(trial: FakeTrial, result: dict) -> str:
+        saved.append(trial.trial_id)
+        return f"{trial.trial_id}@{result['epoch']}"
+
+    controller = type("Controller", (), {"search_alg": None, "get_trials": staticmethod(lambda: [best, worse]),
+                                         "_schedule_trial_save": staticmethod(save)})()
+    for trial in (best, worse):
+        scheduler.on_trial_add(controller, trial)
+    scheduler.on_trial_result(controller, best, {"epoch": 2, "fitness": 0.9})  # first there: no quantiles yet
+    assert saved == ["best"] and scheduler._trial_state[best].last_checkpoint == "best@2"
+    scheduler.on_trial_result(controller, worse, {"epoch": 2, "fitness": 0.1})
+    assert clones == [("worse", "best")]  # exploited the best trial's epoch-2 state
+    assert saved == ["best"]  # the exploited trial keeps no state of its own for clones
