@@ -2,6 +2,10 @@
 
 Checked against Ray 2.60.0 (see ``../shared/RAY_NOTES.md``). When Ray changes, this is the file to read: each
 helper degrades to doing nothing rather than failing a run when the internal it touches has moved.
+
+Elsewhere, because they are subclasses that must sit with what they extend: ``tuning/pbt.py``'s ``RecordedPBT``
+overrides PBT's private ``_exploit`` (to record each exploit) and ``_checkpoint_or_exploit`` (to keep every trial's
+state for clones), and calls ``TuneController._schedule_trial_save``; checked on the same Ray.
 """
 
 from __future__ import annotations
