@@ -30,7 +30,7 @@ from raytrain.tuning.results import summarize
 from raytrain.tuning.space import TuneSpec
 from raytrain.tuning.status import make_status_callback
 from raytrain.tuning.stopping import StatusFile, make_patience_stopper, make_scheduler
-from raytrain.tuning.trial import TRAIN_FOLDER, TRIALS_FOLDER, TrialJob, run_trial, trial_name
+from raytrain.tuning.trial import CHECKPOINT_KEYS, TRAIN_FOLDER, TRIALS_FOLDER, TrialJob, run_trial, trial_name
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -97,7 +97,7 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dic
         train = resolve_config(spec.base_config, gpus_available=gpus_available).to_dict()
     except ConfigError as e:
         raise ConfigError(f"{spec.source}: train: {e}") from None
-    for key in ("model", "pretrained"):  # searched checkpoints: opened here, once, like the fixed ones
+    for key in CHECKPOINT_KEYS:  # searched checkpoints: opened here, once, like the fixed ones
         param = spec.space.get(key)
         for value in param.values if param is not None else ():
             if isinstance(value, str) and value.endswith(".pt"):
@@ -134,7 +134,7 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
     project = spec.wandb_project or Path(spec.project).name
     tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
-    checkpoints = {value: str(Path(value).expanduser().resolve()) for key in ("model", "pretrained")
+    checkpoints = {value: str(Path(value).expanduser().resolve()) for key in CHECKPOINT_KEYS
                    if key in spec.space for value in spec.space[key].values
                    if isinstance(value, str) and value.endswith(".pt")}
     return TrialJob(

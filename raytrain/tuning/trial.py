@@ -29,6 +29,7 @@ LOGGER = logging.getLogger("raytrain")
 TRAIN_FOLDER = "_train"  # the Ray Train runs (checkpoints) of multi-worker trials, inside the experiment folder
 TRIALS_FOLDER = "trials"  # the trials' run folders (weights, results.csv, tracker files)
 STARTUP_FILE = "startup.json"  # in a trial folder: when each stage of the trial's start-up ended (wall clock)
+CHECKPOINT_KEYS = ("model", "pretrained")  # searchable arguments that can name a checkpoint file
 # fit's own patience is off in a trial: tune's patience stopper applies the rule and labels the trial.
 NO_FIT_PATIENCE = 10**6
 
@@ -76,7 +77,8 @@ def trial_overrides(job: TrialJob, name: str) -> dict[str, Any]:
 
 def trial_config(job: TrialJob, params: dict[str, Any], name: str) -> Any:
     """The trial's Config: the fixed arguments, its sampled values (searched files made absolute) and tune's own."""
-    sampled = {k: job.checkpoints.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    sampled = {k: job.checkpoints.get(v, v) if k in CHECKPOINT_KEYS and isinstance(v, str) else v
+               for k, v in params.items()}
     return make_config(job.train, sampled, trial_overrides(job, name))
 
 
