@@ -82,3 +82,22 @@ def test_a_trial_on_another_node_brings_its_run_folder_to_the_driver(tmp_path, m
     assert not (driver_trials / "trial_00001" / "weights" / "epoch1.pt").exists()  # not changed this epoch
     mirror.on_checkpoint(0, [], SimpleNamespace(name="trial_00002"), reported[1])
     assert not (driver_trials / "trial_00002").exists()
+
+
+def test_a_multi_worker_trials_staged_files_come_with_its_results(tmp_path):
+    """A multi-worker trial reports Ray Train's checkpoint path with each result; the driver copies the files rank 0
+    staged there into the trial's run folder (and ignores results without one)."""
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    remote = tmp_path / "node2" / "trial_00003"
+    (remote / "weights").mkdir(parents=True)
+    (remote / "weights" / "last.pt").write_text("last")
+    checkpoint_dir = tmp_path / "storage" / "_train" / "trial_00003" / "checkpoint_000001"
+    checkpoint_dir.mkdir(parents=True)
+    stage_run_files(remote, [remote / "weights" / "last.pt"], checkpoint_dir)
+    mirror = TrialFolderMirror(tmp_path / "driver" / "trials", lambda trial: trial.name)
+    trial = SimpleNamespace(name="trial_00003")
+    mirror.on_trial_result(0, [], trial, {"epoch": 1.0})
+    assert not (tmp_path / "driver").exists()
+    mirror.on_trial_result(0, [], trial, {"epoch": 1.0, CHECKPOINT_PATH_KEY: str(checkpoint_dir)})
+    assert (tmp_path / "driver" / "trials" / "trial_00003" / "weights" / "last.pt").read_text() == "last"

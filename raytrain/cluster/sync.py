@@ -7,9 +7,10 @@ user never sees, so there rank 0 also puts the files it changed this epoch into 
 copies them into the run folder after each report. Checkpoints already travel through shared storage, so this needs
 no extra channel, and costs nothing when rank 0 is local.
 
-A one-worker tune trial trains in its own Tune trial process, which Ray may place on any node: it stages its run files
-in its Tune checkpoint the same way, and :class:`TrialFolderMirror` (a Tune callback, on the driver) copies them into
-the trial's run folder on the driver's machine.
+A tune trial's run folder belongs on the tune driver's machine, but Ray places a one-worker trial's process (which
+trains) and a multi-worker trial's process (which runs its Train controller) on any node. A one-worker trial away
+from the driver stages its run files in its Tune checkpoint, a multi-worker trial's rank 0 in its Train checkpoint
+(whose path comes with each result), and :class:`TrialFolderMirror` (a Tune callback, on the driver) copies them in.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from ray.train import UserCallback
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # Ray Train's checkpoint path in a Tune result
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -34,20 +36,6 @@ def current_node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-
-
-def driver_node_resource(amount: float = 0.001) -> dict[str, float]:
-    """A sliver of this node's own Ray resource (``node:IP``, 1.0 on every node): reserving it keeps a process (a
-    multi-worker trial's, whose Ray Train controller writes the run folder) on the driver's node. Empty when this
-    process is on no node of the cluster (e.g. a Ray Client driver) or Ray is not running."""
-    import ray
-
-    node_id = current_node_id()
-    for node in ray.nodes() if node_id else ():
-        if node["NodeID"] == node_id and node["Alive"]:
-            key = f"node:{node['NodeManagerAddress']}"
-            return {key: amount} if key in node["Resources"] else {}
-    return {}
 
 
 def stage_run_files(save_dir: Path, files: Iterable[Path], checkpoint_dir: Path) -> list[str]:
@@ -106,11 +94,19 @@ class RunFolderMirror(UserCallback):
 
 
 class TrialFolderMirror(Callback):
-    """A Tune callback (on the driver): copies the run files a trial on another node staged in its Tune checkpoint
-    into its run folder here, ``trials_dir / name_of(trial)``, after every checkpoint Tune receives."""
+    """A Tune callback (on the driver): copies the run files a trial away from the driver staged into its run folder
+    here, ``trials_dir / name_of(trial)``: a one-worker trial's from each Tune checkpoint, a multi-worker trial's
+    (rank 0 staged them in its Ray Train checkpoint) from the checkpoint path that comes with each result."""
 
     def __init__(self, trials_dir: str | Path, name_of: Callable[[Any], str]) -> None:
         self.trials_dir, self.name_of = Path(trials_dir), name_of
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         copy_staged(checkpoint, self.trials_dir / self.name_of(trial))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        path = result.get(CHECKPOINT_PATH_KEY)
+        if path:
+            from ray.train import Checkpoint
+
+            copy_staged(Checkpoint(path), self.trials_dir / self.name_of(trial))

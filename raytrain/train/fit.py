@@ -93,12 +93,13 @@ def _use_local_cpus(cfg: Config) -> Config:
     return cfg.replace(cpus_per_worker=max((os.cpu_count() or 1) // devices.num_workers, 1))
 
 
-def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
+def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = (), driver_node: str | None = None) -> Any:
     """A :class:`ray.train.torch.TorchTrainer` for a prepared run (Ray must be running).
 
     Args:
         plan: from :func:`raytrain.train.plan.prepare_run`.
         ray_callbacks: Ray Train ``UserCallback`` s (e.g. Tune's ``TuneReportCallback``).
+        driver_node: the Ray node whose run folder rank 0 feeds (default: this one; see ``worker_config``).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -128,7 +129,7 @@ def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = ()) -> Any:
     scaling = ray.train.ScalingConfig(num_workers=devices.num_workers, use_gpu=gpu,
                                       resources_per_worker={"CPU": cfg.cpus_per_worker,
                                                             **({"GPU": cfg.gpu_share} if gpu else {})})
-    return TorchTrainer(train_worker, train_loop_config=worker_config(plan), scaling_config=scaling,
+    return TorchTrainer(train_worker, train_loop_config=worker_config(plan, driver_node), scaling_config=scaling,
                         run_config=run_config)
 
 

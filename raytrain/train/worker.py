@@ -24,8 +24,10 @@ from raytrain.train.plan import FATAL_FILE
 LOGGER = logging.getLogger("raytrain")
 
 
-def worker_config(plan: Any) -> dict[str, Any]:
-    """What every worker receives (``train_loop_config``): plain, picklable data from the driver's plan."""
+def worker_config(plan: Any, driver_node: str | None = None) -> dict[str, Any]:
+    """What every worker receives (``train_loop_config``): plain, picklable data from the driver's plan.
+    ``driver_node``: the Ray node that keeps the run folder (default: this one, where Ray puts the Train controller;
+    a tune trial names the experiment driver's)."""
     from raytrain.cluster.sync import current_node_id
 
     return {
@@ -38,8 +40,8 @@ def worker_config(plan: Any) -> dict[str, Any]:
         "resume_state": plan.resume_state,
         "interactive": sys.stderr.isatty(),
         # Ray places the Train controller on this (the caller's) node; a rank 0 elsewhere stages its run files
-        # in the checkpoint for RunFolderMirror to copy here (see raytrain.cluster.sync).
-        "driver_node": current_node_id(),
+        # in the checkpoint for RunFolderMirror (or a tune driver's TrialFolderMirror) to copy in (cluster/sync.py).
+        "driver_node": driver_node or current_node_id(),
     }
 
 

@@ -122,15 +122,13 @@ def check_dashboard(spec: TuneSpec) -> str | None:
 def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str, Any],
               cluster: Mapping[str, float]) -> TrialJob:
     """The trials' shared job; starts the experiment's tracker records (e.g. MLflow's parent run) once."""
-    from raytrain.cluster.sync import current_node_id, driver_node_resource
+    from raytrain.cluster.sync import current_node_id
     from raytrain.tracking import start_experiment
 
     workers, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
     # A one-worker trial trains in its own process, which reserves the trial's CPUs and GPU; a multi-worker trial's
-    # process reserves only a token (its Ray Train workers reserve the real resources) and a sliver of the driver's
-    # node: its Ray Train controller, which keeps the run folder, runs in that process.
-    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})} if workers == 1 else \
-        {**TRIAL_TOKEN_RESOURCES, **driver_node_resource()}
+    # process reserves only a token (its Ray Train workers reserve the real resources).
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})} if workers == 1 else dict(TRIAL_TOKEN_RESOURCES)
     project = spec.wandb_project or Path(spec.project).name
     tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))

@@ -53,8 +53,9 @@ class TrialJob:
     # Searched model=/pretrained= files as the space names them -> absolute, resolved on the driver: Ray Tune runs
     # each trial in its own folder, where a relative path names nothing.
     checkpoints: dict[str, str] = field(default_factory=dict)
-    # The driver's Ray node: a one-worker trial elsewhere stages its run files in its Tune checkpoints, for
-    # raytrain.cluster.sync.TrialFolderMirror to copy into its run folder on the driver's machine ('' = never).
+    # The driver's Ray node: a one-worker trial (or a multi-worker trial's rank 0) elsewhere stages its run files in
+    # its checkpoints, for raytrain.cluster.sync.TrialFolderMirror to copy into its run folder on the driver's
+    # machine ('' = the trial's own node).
     driver_node: str = ""
 
 
@@ -116,7 +117,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
         return
     marks["planned"] = time.time()
     if job.workers > 1:
-        _train_with_ray_train(plan, job.metric)
+        _train_with_ray_train(plan, job.metric, job.driver_node)
     else:
         from raytrain.cluster.sync import current_node_id
 
@@ -235,12 +236,14 @@ def _release_memory() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ with Ray Train
-def _train_with_ray_train(plan: Any, metric: str) -> None:
-    """A ``TorchTrainer`` (several workers, DDP) reporting to Tune; raises what fails the run (Tune retries it)."""
+def _train_with_ray_train(plan: Any, metric: str, driver_node: str) -> None:
+    """A ``TorchTrainer`` (several workers, DDP) reporting to Tune; raises what fails the run (Tune retries it).
+    A rank 0 away from the tune driver's node stages its run files in its checkpoints, whose paths reach the driver
+    with the results (``TrialFolderMirror.on_trial_result`` copies them in)."""
     from raytrain.train.fit import build_trainer
     from raytrain.train.plan import fatal_error
 
-    result = build_trainer(plan, ray_callbacks=[_report_to_tune_callback()]).fit()
+    result = build_trainer(plan, ray_callbacks=[_report_to_tune_callback()], driver_node=driver_node or None).fit()
     if getattr(result, "error", None) is not None:
         raise result.error
     message = fatal_error(plan.save_dir)
