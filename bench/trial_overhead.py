@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import loadavg, start_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "coco128" / "data.yaml"
@@ -52,11 +53,6 @@ STAGES = (  # (column, from mark, to mark) in startup.json (started_at comes fro
     ("total", "started_at", "first_step"),
 )
 IN_TRIAL = "in-trial (result.json)"
-
-
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages (the machine is shared: figures are noisy under load)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def space(args: argparse.Namespace, name: str, project: Path) -> dict[str, Any]:
@@ -198,12 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run_one:
         return run_one(args)
-    args.data = args.data.resolve()
-    if not args.data.is_file():
-        raise SystemExit(f"--data {args.data}: not found; pass a dataset YAML (e.g. ../shared/datasets/coco128)")
-    out = (args.project / time.strftime("%Y%m%d-%H%M%S")).resolve()
-    out.mkdir(parents=True)
-    print("command:", shlex.join([sys.executable, *sys.argv]))
+    out = start_report(args)
     print(f"settings: {args.trials} trials, {args.concurrent} at once, 1 CPU each, yolov8n, {args.data}, imgsz "
           f"{args.imgsz}, batch {args.batch}, {args.epochs} epoch(s), scheduler none, W&B disabled; cpus "
           f"{os.cpu_count()}; load {loadavg()}; output {out}")

@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import loadavg, start_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "coco128" / "data.yaml"
@@ -63,11 +64,6 @@ done = time.time()
 Path(settings["out"]).write_text(json.dumps({"call_s": done - called, "imports_s": called - started,
     "cpus_per_trial": NUM_THREADS, "version": ultralytics.__version__}))
 '''
-
-
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages (the machine is shared: figures are noisy under load)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def train_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -256,12 +252,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.raytrain_side:
         return run_raytrain_side(args.raytrain_side)
-    args.data = args.data.resolve()
-    if not args.data.is_file():
-        raise SystemExit(f"--data {args.data}: not found; pass a dataset YAML (e.g. ../shared/datasets/coco128)")
-    out = (args.project / time.strftime("%Y%m%d-%H%M%S")).resolve()
-    out.mkdir(parents=True)
-    print("command:", shlex.join([sys.executable, *sys.argv]))
+    out = start_report(args)
     print(f"settings: yolov8n from scratch, {args.data}, imgsz {args.imgsz}, batch {args.batch}, SGD, {args.epochs} "
           f"epochs, {args.trials} trials over {', '.join(SPACE)} (uniform, Ultralytics' ranges), Optuna TPE, ASHA "
           f"grace {args.grace} rf 3, 1 CPU per trial, workers={args.workers}, plots off; cpus {os.cpu_count()}; "
