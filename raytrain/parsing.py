@@ -85,30 +85,8 @@ def coerce_value(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ConfigError(f"{key}={value!r} is not a valid value: expected True or False.")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a valid value: expected an integer.")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r} is not a valid value: expected an integer.")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a valid value: expected a number.")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r} is not a valid value: expected a number.")
+    if hint in (int, float):
+        return _number(key, value, hint)
     if hint is str:
         if isinstance(value, (list, tuple)):  # e.g. device=[0, 1] from a YAML file
             return ",".join(str(v) for v in value)
@@ -117,6 +95,21 @@ def coerce_value(key: str, value: Any, hint: Any) -> Any:
         return str(value)
     return value
 
+
+
+def _number(key: str, value: Any, kind: type) -> int | float:
+    """``value`` as an int (a whole float or a numeric string too) or a float; never a bool."""
+    if not isinstance(value, bool):
+        if kind is float and isinstance(value, (int, float)):
+            return float(value)
+        if kind is int and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    raise ConfigError(f"{key}={value!r} is not a valid value: expected {'an integer' if kind is int else 'a number'}.")
 
 def _matches(value: Any, option: Any) -> bool:
     if option is bool:
