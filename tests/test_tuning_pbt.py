@@ -218,8 +218,12 @@ def test_a_trial_first_at_a_perturbation_point_can_still_be_cloned_later(tmp_pat
     from raytrain.tuning.pbt import make_pbt
 
     clones = []
-    monkeypatch.setattr(PopulationBasedTraining, "_exploit",
-                        lambda self, controller, trial, source: clones.append((trial.trial_id, source.trial_id)))
+
+    def exploit(self, controller, trial, source):  # as Ray's: record, and pause the trial to restart from the source
+        clones.append((trial.trial_id, source.trial_id))
+        trial.status = "PAUSED"
+
+    monkeypatch.setattr(PopulationBasedTraining, "_exploit", exploit)
     scheduler = make_pbt(load_space(pbt_space(population=2)), tmp_path)
     scheduler.set_search_properties("fitness", "max")
     best, worse = FakeTrial("best"), FakeTrial("worse")

@@ -179,8 +179,6 @@ def make_pbt(spec: Any, experiment_dir: Path) -> Any:
         its epochs alone: an exploit then would only swap its model for the source's and give it values it never
         trained with."""
 
-        exploited: set[str] = set()  # trial ids exploited in the current _checkpoint_or_exploit call
-
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
             if int(result.get(EPOCH, 0)) >= last_epoch:
                 return TrialScheduler.CONTINUE
@@ -191,17 +189,16 @@ def make_pbt(spec: Any, experiment_dir: Path) -> Any:
             # Ray 2.60 keeps a trial's state for later clones only when the trial is in the upper quantile as it
             # reaches a perturbation point; one that gets there first (nobody to compare with) can never be cloned
             # afterwards, even as the best of the population, and exploits are skipped ("no checkpoint for trial").
-            # Every trial reports its state each epoch, so keep this point's state for any trial not replaced now.
-            self.exploited.discard(trial.trial_id)
+            # Every trial reports its state each epoch, so keep this point's state for any trial still running
+            # (an exploited trial is paused by PBT's _exploit: it restarts from its source's state).
             super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
             state = self._trial_state[trial]
-            if state.last_checkpoint is None and trial.trial_id not in self.exploited and trial.status == "RUNNING":
+            if state.last_checkpoint is None and trial.status == "RUNNING":
                 state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
 
         def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
             weak, strong = self._trial_state[trial], self._trial_state[trial_to_clone]
             before = dict(trial.config)
-            self.exploited.add(trial.trial_id)
             super()._exploit(tune_controller, trial, trial_to_clone)
             history.append(epoch=int(strong.last_result[EPOCH]), trial=trial_name(trial),
                            source=trial_name(trial_to_clone), trial_epoch=int(weak.last_result.get(EPOCH, 0)),
