@@ -51,7 +51,8 @@ class Config:
 
     # --- what to train ---
     model: str = _arg("yolov8n", "model: a scale (yolov8n/s/m/l/x) built from scratch, or a raytrain checkpoint .pt")
-    data: str = _arg("shapes", "dataset: YAML path, or built-in name (shapes offline; coco8/coco128 downloaded)")
+    data: str = _arg("shapes", "dataset: YAML path, or built-in name (shapes offline; coco8.yaml, coco128.yaml, "
+                     "coco.yaml, ... downloaded as in Ultralytics)")
     epochs: int = _arg(100, "number of epochs to train")
     time: float | None = _arg(None, "training time limit in hours; overrides epochs when set")
     patience: int = _arg(100, "stop after this many epochs without fitness improvement")

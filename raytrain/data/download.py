@@ -1,4 +1,4 @@
-"""Downloading datasets: the built-ins ``coco8`` / ``coco128`` and any YAML with a ``download:`` URL.
+"""Downloading datasets: the built-in ones (:mod:`raytrain.data.catalog`) and any YAML with a ``download:`` URL.
 
 A download goes to a temporary file, is extracted into a temporary folder with every member checked (no absolute
 paths, no ``..``, no links or special files pointing outside), and is moved into place with a rename, so an
@@ -26,51 +26,7 @@ from raytrain.files import atomic_write
 
 LOGGER = logging.getLogger("raytrain")
 
-ASSETS = "https://github.com/ultralytics/assets/releases/download/v0.0.0"
-COCO_NAMES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant",
-    "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
-    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli",
-    "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed", "dining table", "toilet",
-    "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
-    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)
-# Built-in datasets: their archive and the splits inside it (the YAML is written by raytrain, not downloaded).
-BUILTIN: dict[str, dict[str, str]] = {
-    "coco8": {"url": f"{ASSETS}/coco8.zip", "train": "images/train", "val": "images/val"},
-    "coco128": {"url": f"{ASSETS}/coco128.zip", "train": "images/train2017", "val": "images/train2017"},
-}
 CHUNK = 1 << 16
-
-
-def builtin_yaml_text(name: str, url: str | None = None) -> str:
-    """The dataset YAML raytrain writes for a built-in COCO subset (COCO's 80 class names)."""
-    info = BUILTIN[name]
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(COCO_NAMES))
-    return (f"# {name}: written by raytrain; downloaded from {url or info['url']}\n"
-            f"path: .\ntrain: {info['train']}\nval: {info['val']}\nnames:\n{names}\n")
-
-
-def ensure_builtin(name: str, *, url: str | None = None, root: Path | None = None) -> Path:
-    """The YAML of a built-in dataset (``coco8``, ``coco128``), downloading it into ``<datasets>/<name>`` first.
-
-    Args:
-        name: a key of :data:`BUILTIN`.
-        url: overrides the archive URL (tests serve it locally).
-        root: overrides the dataset folder.
-    """
-    info = BUILTIN[name]
-    url = url or info["url"]
-    root = Path(root) if root is not None else datasets_dir() / name
-    if not all((root / info[s]).is_dir() for s in ("train", "val")):
-        download_dataset(url, root, extra_files={"data.yaml": builtin_yaml_text(name, url)},
-                         required=[info["train"], info["val"]])
-    yaml_file = root / "data.yaml"
-    if not yaml_file.is_file():  # a dataset unzipped by hand
-        atomic_write(yaml_file, builtin_yaml_text(name, url))
-    return yaml_file
 
 
 def ensure_yaml_download(yaml_file: Path, raw: dict[str, Any], root: Path) -> Path:
