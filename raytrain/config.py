@@ -35,7 +35,7 @@ OPTIMIZERS = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
 CACHE_MODES = (False, "ram", "disk")
 WANDB_MODES = ("", "online", "offline", "disabled")
 LOGGERS = ("wandb", "tensorboard", "mlflow", "comet", "clearml")  # experiment trackers (raytrain.tracking)
-FITNESS_KEYS = ("mAP50-95", "mAP50", "precision", "recall")
+FITNESS_KEYS = ("mAP50-95", "mAP50", "precision", "recall", "f1")
 
 
 def _arg(default: Any, help: str, group: str = "train") -> Any:
@@ -113,6 +113,9 @@ class Config:
     iou: float = _arg(0.7, "NMS IoU threshold", "val")
     max_det: int = _arg(300, "maximum detections per image", "val")
     fitness: str = _arg("mAP50-95", "metric that picks best.pt and early stopping: mAP50-95, mAP50, ...", "val")
+    fitness_weights: dict[str, float] | None = _arg(None, "your own fitness: weights of mAP50-95, mAP50, precision, "
+                                                          "recall, f1 (e.g. {mAP50-95: 0.9, mAP50: 0.1}); replaces "
+                                                          "fitness for best.pt, patience and tune", "val")
     source: str = _arg("", "raytrain predict: image file or folder", "val")
     # --- Ray ---
     num_workers: int | None = _arg(None, "training workers (default: one per GPU in device, or 1 on CPU)", "ray")
@@ -217,6 +220,8 @@ def validate(cfg: Config) -> None:
     _require(0 < cfg.iou <= 1, "iou", cfg.iou, "use a threshold in (0, 1]")
     _require(cfg.max_det >= 1, "max_det", cfg.max_det, "use 1 or more detections")
     _require(cfg.fitness in FITNESS_KEYS, "fitness", cfg.fitness, f"choose one of {', '.join(FITNESS_KEYS)}")
+    if cfg.fitness_weights is not None:
+        _check_fitness_weights(cfg.fitness_weights)
     _require(cfg.save_period == -1 or cfg.save_period >= 1, "save_period", cfg.save_period, "use -1 (off) or >= 1")
     _require(cfg.num_workers is None or cfg.num_workers >= 1, "num_workers", cfg.num_workers, "use 1 or more")
     _require(cfg.cpus_per_worker > 0, "cpus_per_worker", cfg.cpus_per_worker, "use a positive number of CPUs")
@@ -252,6 +257,16 @@ def _check_schedule(cfg: Config) -> None:
             dataclasses.replace(cfg, schedule=None, **values)
         except ConfigError as e:
             raise ConfigError(f"schedule={cfg.schedule}: epochs.{epoch}: {e}") from None
+
+
+def _check_fitness_weights(weights: dict[str, float]) -> None:
+    """``fitness_weights``: known metric names, finite weights >= 0, not all 0 (a fitness of 0 ranks nothing)."""
+    for key, value in weights.items():
+        _require(key in FITNESS_KEYS, "fitness_weights", dict(weights),
+                 f"{key!r} is not a metric; weight any of {', '.join(FITNESS_KEYS)}{did_you_mean(key, FITNESS_KEYS)}")
+        _require(math.isfinite(value) and value >= 0, "fitness_weights", dict(weights),
+                 f"the weight of {key} must be a finite number >= 0")
+    _require(sum(weights.values()) > 0, "fitness_weights", dict(weights), "give at least one weight above 0")
 
 
 def _loggers(names: list[str]) -> list[str]:

@@ -14,8 +14,9 @@ PRECISION = "metrics/precision(B)"
 RECALL = "metrics/recall(B)"
 MAP50 = "metrics/mAP50(B)"
 MAP50_95 = "metrics/mAP50-95(B)"
-METRIC_KEYS = (PRECISION, RECALL, MAP50, MAP50_95)  # what DetectionMetrics.compute() returns
-VAL_KEYS = (*METRIC_KEYS, *VAL_LOSS_KEYS)  # what one validation pass contributes to an epoch's row
+METRIC_KEYS = (PRECISION, RECALL, MAP50, MAP50_95)  # Ultralytics' metric columns of results.csv
+F1 = "metrics/f1(B)"  # F1 at the P/R operating point: DetectionMetrics.compute() returns it too
+VAL_KEYS = (*METRIC_KEYS, F1, *VAL_LOSS_KEYS)  # what one validation pass contributes to an epoch's row
 
 LR_KEYS = ("lr/pg0", "lr/pg1", "lr/pg2")  # the optimizer's three parameter groups (see engine/optim.py)
 EPOCH = "epoch"  # from 1
@@ -28,6 +29,17 @@ TRAIN_SECONDS = "time/train"  # this epoch's training seconds only
 RESULTS_COLUMNS = (EPOCH, TIME, *TRAIN_LOSS_KEYS, *METRIC_KEYS, *VAL_LOSS_KEYS, *LR_KEYS)
 # Every key of an epoch's report (the loop reports these; tune's metric must be one of them).
 EPOCH_KEYS = (EPOCH, *TRAIN_LOSS_KEYS, *VAL_KEYS, FITNESS, *LR_KEYS, TIME, EPOCH_SECONDS, TRAIN_SECONDS)
+
+# What a tune trial measures of its model before training (raytrain.deploy), reported with every epoch: latency at
+# batch 1 (median and interquartile range over the timed runs, milliseconds), parameters, GFLOPs at the trial's imgsz.
+LATENCY_MS = "latency_ms"
+LATENCY_IQR_MS = "latency_iqr_ms"
+PARAMS = "params"
+GFLOPS = "gflops"
+DEPLOY_KEYS = (LATENCY_MS, PARAMS, GFLOPS)  # the ones an objective or a constraint may name
+# Not a metric: a tune trial whose model breaks a constraint before training reports this key (the reason) once, with
+# its measured values, and ends; the driver marks it ``infeasible``.
+INFEASIBLE = "infeasible"
 
 # Not a metric: a run that hits an error no retry can fix (bad config, data or checkpoint) reports only this key, with
 # the one-line message, and ends; the driver turns it into the same one-line error instead of a retry.

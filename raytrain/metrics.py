@@ -28,11 +28,13 @@ import numpy as np
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 METRIC_KEYS = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)")
+F1_KEY = "metrics/f1(B)"  # beside P and R; not an Ultralytics results.csv column
 _FITNESS_KEYS = {
     "mAP50-95": "metrics/mAP50-95(B)",
     "mAP50": "metrics/mAP50(B)",
     "precision": "metrics/precision(B)",
     "recall": "metrics/recall(B)",
+    "f1": F1_KEY,
 }
 
 
@@ -284,13 +286,16 @@ class DetectionMetrics:
 
         Returns:
             ``metrics/precision(B)``, ``metrics/recall(B)`` (at the max-F1 operating point), ``metrics/mAP50(B)``
-            and ``metrics/mAP50-95(B)`` (COCO AP at IoU 0.5 and averaged over 0.50:0.05:0.95).
+            and ``metrics/mAP50-95(B)`` (COCO AP at IoU 0.5 and averaged over 0.50:0.05:0.95), and
+            ``metrics/f1(B)``: the class mean of each class's F1 at the same operating point (not the F1 of the mean
+            P and R, so one class with no detections pulls it down as it pulls down P and R).
         """
         s = self.stats()
         if len(s.classes) == 0:
-            return dict.fromkeys(METRIC_KEYS, 0.0)
-        values = (s.precision.mean(), s.recall.mean(), s.ap[:, 0].mean(), s.ap.mean())
-        return {key: float(v) for key, v in zip(METRIC_KEYS, values, strict=True)}
+            return dict.fromkeys((*METRIC_KEYS, F1_KEY), 0.0)
+        f1 = 2 * s.precision * s.recall / (s.precision + s.recall + 1e-16)
+        values = (s.precision.mean(), s.recall.mean(), s.ap[:, 0].mean(), s.ap.mean(), f1.mean())
+        return {key: float(v) for key, v in zip((*METRIC_KEYS, F1_KEY), values, strict=True)}
 
     def per_class(self) -> list[dict[str, Any]]:
         """One dict per class with ground truth, by class id: ``class``, ``name``, ``images``, ``instances``,
@@ -311,13 +316,22 @@ class DetectionMetrics:
         ]
 
 
-def fitness(metrics: Mapping[str, float], key: str = "mAP50-95") -> float:
+def fitness(metrics: Mapping[str, float], key: str = "mAP50-95",
+            weights: Mapping[str, float] | None = None) -> float:
     """The single number that picks ``best.pt`` and drives early stopping and tuning (higher is better).
 
     Args:
         metrics: a dict holding the ``metrics/...(B)`` keys of :meth:`DetectionMetrics.compute`.
-        key: ``mAP50-95``, ``mAP50``, ``precision`` or ``recall`` (the Config field ``fitness``).
+        key: ``mAP50-95``, ``mAP50``, ``precision``, ``recall`` or ``f1`` (the Config field ``fitness``).
+        weights: the Config field ``fitness_weights`` (``{"mAP50-95": 0.9, "mAP50": 0.1}``): when given, the
+            weighted sum of those metrics replaces ``key``. A metric missing from ``metrics`` counts as 0 (an epoch
+            validated before ``f1`` was reported).
     """
+    if weights:
+        unknown = [k for k in weights if k not in _FITNESS_KEYS]
+        if unknown:
+            raise ValueError(f"fitness_weights key {unknown[0]!r} is not one of {', '.join(_FITNESS_KEYS)}")
+        return float(sum(float(w) * float(metrics.get(_FITNESS_KEYS[k], 0.0)) for k, w in weights.items()))
     if key not in _FITNESS_KEYS:
         raise ValueError(f"fitness key {key!r} is not one of {', '.join(_FITNESS_KEYS)}")
     return float(metrics[_FITNESS_KEYS[key]])

@@ -6,10 +6,11 @@ Values are parsed with ``yaml.safe_load`` (never ``eval``) and coerced to a decl
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -77,6 +78,8 @@ def coerce_value(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} is not a valid value: expected a list.")
         return [coerce_value(key, v, item) for v in value]
+    if origin is dict:  # fitness_weights={mAP50-95: 0.9, mAP50: 0.1} on the command line, or a YAML mapping
+        return _mapping(key, value, hint)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -95,6 +98,18 @@ def coerce_value(key: str, value: Any, hint: Any) -> Any:
         return str(value)
     return value
 
+
+
+def _mapping(key: str, value: Any, hint: Any) -> dict[str, Any]:
+    """``value`` (a mapping, or its YAML text like ``{a: 1, b: 2}``) as a dict with its values coerced."""
+    if isinstance(value, str):
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"{key}={value!r} is not a valid value: expected a mapping like {{name: value, ...}}.")
+    key_type, value_type = typing.get_args(hint) or (str, Any)
+    return {coerce_value(key, k, key_type): value[k] if value_type is Any else coerce_value(key, value[k], value_type)
+            for k in value}
 
 
 def _number(key: str, value: Any, kind: type) -> int | float:

@@ -149,7 +149,7 @@ def test_one_perfect_detection_is_ap_one():
     metrics.update(np.array([[10.0, 20, 110, 220, 0.9, 0]]), np.array([0]), np.array([[10.0, 20, 110, 220]]))
     result = metrics.compute()
     assert result == pytest.approx({"metrics/precision(B)": 1.0, "metrics/recall(B)": 1.0, "metrics/mAP50(B)": 1.0,
-                                    "metrics/mAP50-95(B)": 1.0})
+                                    "metrics/mAP50-95(B)": 1.0, "metrics/f1(B)": 1.0})
 
 
 def test_false_positive_above_true_positive_halves_ap():

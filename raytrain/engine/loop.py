@@ -98,7 +98,8 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
             state.schedule_epochs = _epochs_within_time(w, state, epoch, started)
         final = epoch >= state.schedule_epochs
         metrics = validate(w) if cfg.val or final else None  # every rank validates its shard
-        fit = epoch_fitness(metrics, cfg.fitness) if metrics else -sum(losses)  # no val: lower loss is fitter
+        # No validation: the lower loss is fitter.
+        fit = epoch_fitness(metrics, cfg.fitness, cfg.fitness_weights) if metrics else -sum(losses)
         improved = state.best_fitness is None or fit >= state.best_fitness
         if improved:
             state.best_fitness, state.best_epoch = fit, epoch
@@ -149,11 +150,12 @@ def early_stop(epoch: int, best_epoch: int, patience: int) -> bool:
     return epoch - best_epoch >= patience
 
 
-def epoch_fitness(metrics: dict[str, float], key: str) -> float:
-    """The number that picks ``best.pt`` and drives ``patience`` (``fitness=`` names the metric)."""
+def epoch_fitness(metrics: dict[str, float], key: str, weights: dict[str, float] | None = None) -> float:
+    """The number that picks ``best.pt`` and drives ``patience`` (``fitness=`` names the metric; ``fitness_weights=``,
+    when set, weighs several instead)."""
     from raytrain.metrics import fitness
 
-    return float(fitness(metrics, key=key))
+    return float(fitness(metrics, key=key, weights=weights))
 
 
 def validate(w: Worker) -> dict[str, float]:

@@ -205,7 +205,7 @@ def _with_fitness(row: dict[str, float], train: dict[str, Any]) -> dict[str, flo
         return row
     validated = any(row.get(k) for k in row if k.startswith("metrics/"))
     if validated or train.get("val", True):
-        value = fitness(row, key=train.get("fitness", "mAP50-95"))
+        value = fitness(row, key=train.get("fitness", "mAP50-95"), weights=train.get("fitness_weights"))
     else:  # fit without validation ranks epochs by the summed train losses (lower is fitter)
         value = -sum(row.get(f"train/{n}", 0.0) for n in LOSS_NAMES)
     return {**row, FITNESS: value}
