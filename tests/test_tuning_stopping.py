@@ -1,4 +1,5 @@
-"""Stopping rules without Ray's controller: ASHA's tie-break, the patience rule, the time budget, end labels."""
+"""Stopping rules without Ray's controller: ASHA's rungs (warmup, ties, losers), the patience rule, the time budget,
+end labels."""
 
 from __future__ import annotations
 
@@ -6,49 +7,116 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 from tuning_helpers import TRAIN, space
 
 from raytrain.tuning.experiment import STATUS_FILE, read_status
 from raytrain.tuning.space import load_space
 from raytrain.tuning.status import make_status_callback
 from raytrain.tuning.stopping import (
+    RungRule,
     StatusFile,
-    break_ties,
+    asha_rungs,
     classify_end,
     make_patience_stopper,
     make_scheduler,
 )
-from raytrain.tuning.trial import TrialJob
+from raytrain.tuning.trial import WARMUP_END, TrialJob
 
 
-def test_asha_ranks_tied_early_metrics_by_validation_loss(tmp_path: Path):
-    """At epoch 1 every trial's mAP is 0: without a tie-break ASHA's cutoff is 0 and nothing is ever cut."""
+def feed(rule: RungRule, histories: dict[str, list[float]], warmups: dict[str, float] | None = None,
+         ) -> dict[str, tuple[int, str | None]]:
+    """Each trial's history epoch by epoch, trials interleaved (epoch 1 of all, then 2, ...) as two-at-a-time trials
+    roughly are; returns per trial the last epoch it trained and why it stopped (None: it ran to its end)."""
+    out: dict[str, tuple[int, str | None]] = {t: (len(h), None) for t, h in histories.items()}
+    for epoch in range(1, max(len(h) for h in histories.values()) + 1):
+        for trial, history in histories.items():
+            if epoch > len(history) or out[trial][1] is not None:
+                continue
+            reason = rule.judge(trial, epoch, history[epoch - 1], (warmups or {}).get(trial, 0.0))
+            if reason:
+                out[trial] = (epoch, reason)
+    return out
+
+
+def test_rungs_are_asha_s():
+    assert asha_rungs(1, 3, 9) == [1, 3, 9]
+    assert asha_rungs(10, 3, 100) == [10, 30, 90]
+    assert asha_rungs(1, 2, 5) == [1, 2, 4]
+
+
+def test_a_clear_loser_is_cut_with_its_reason():
+    rule = RungRule([1, 3, 9], 3, "max")
+    ends = feed(rule, {"a": [0.05, 0.10, 0.12, 0.20], "b": [0.06, 0.11, 0.13, 0.21], "c": [0.04, 0.08, 0.09, 0.10],
+                       "d": [0.01, 0.02, 0.03, 0.04]})
+    # Rung 1: a and b go on (a first alone; b above a), c trails the cut-off (between a and b) by 0.014 > the
+    # 0.005 floor: cut. d (0.01) trails it too.
+    assert ends["a"] == (4, None) and ends["b"] == (4, None)
+    # cut-off of [0.05, 0.06] at the 2/3 quantile: 0.05 + 2/3 * 0.01 = 0.0567; c is 0.04
+    assert ends["c"] == (1, "stopped at rung 1 (epoch 1): 0.04 < cut-off 0.05667")
+    assert ends["d"][0] == 1 and ends["d"][1].startswith("stopped at rung 1 (epoch 1): 0.01 < cut-off")
+
+
+def test_a_tie_is_deferred_to_the_next_rung():
+    """At epoch 1 everyone is at 0 or 1e-4: nobody is cut there; at rung 3 the metric separates them."""
+    rule = RungRule([1, 3, 9], 3, "max")
+    ends = feed(rule, {"a": [1e-4, 0.02, 0.10, 0.2], "b": [0.0, 0.03, 0.12, 0.2], "c": [0.0, 0.01, 0.02, 0.03],
+                       "d": [1e-4, 0.01, 0.10, 0.2]})
+    assert rule.recorded[1] == {"a": 1e-4, "b": 0.0, "c": 0.0, "d": 1e-4}  # judged and recorded, none cut
+    assert ends["c"] == (3, "stopped at rung 3 (epoch 3): 0.02 < cut-off 0.1133")
+    # d at rung 3 (0.10) is below the cut-off of a, b, c (0.1067) by 0.0067: less than 10 % of it, a tie: kept.
+    assert ends["a"] == ends["b"] == ends["d"] == (4, None)
+    # A relative margin too: at 0.5 a trial 0.03 behind is within 10 %, one 0.06 behind is not.
+    rule = RungRule([1], 2, "max")
+    assert rule.judge("a", 1, 0.50) is None and rule.judge("b", 1, 0.47) is None
+    assert rule.judge("c", 1, 0.42) == "stopped at rung 1 (epoch 1): 0.42 < cut-off 0.485"
+
+
+def test_a_warmup_trial_is_not_judged_before_its_warmup_ends():
+    """w warms up for 3.1 epochs: its 0s at epochs 1-3 neither stop it nor enter rung 1's or 3's cut-off; it is
+    judged at epoch 4 against rung 3, and cut there if it still trails clearly."""
+    rule = RungRule([1, 3, 9], 3, "max")
+    histories = {"a": [0.05, 0.08, 0.10, 0.12, 0.13], "b": [0.06, 0.09, 0.11, 0.13, 0.14],
+                 "w": [0.0, 0.0, 0.0, 0.11, 0.20], "v": [0.0, 0.0, 0.0, 0.01, 0.02]}
+    ends = feed(rule, histories, warmups={"w": 3.1, "v": 3.1})
+    assert "w" not in rule.recorded[1] and rule.recorded[3]["w"] == 0.11  # its epoch-4 value, at rung 3
+    assert ends["w"] == (5, None)
+    assert ends["v"] == (4, "stopped at rung 3 (epoch 4): 0.01 < cut-off 0.11")  # of a, b and w
+    # The same histories without the warmup: both are cut at rung 1 (0 trails a and b by over 0.005).
+    ends = feed(RungRule([1, 3, 9], 3, "max"), histories)
+    assert ends["w"][0] == ends["v"][0] == 1
+
+
+def test_a_loss_objective_stops_the_highest():
+    rule = RungRule([1], 3, "min")
+    assert rule.judge("a", 1, 2.0) is None and rule.judge("b", 1, 1.0) is None
+    assert rule.judge("c", 1, 3.0) == "stopped at rung 1 (epoch 1): 3 > cut-off 1.333"
+    assert rule.judge("d", 1, float("nan")) is None and "d" not in rule.recorded[1]
+
+
+def test_scheduler_stops_through_tune_and_records_why(tmp_path: Path):
     from ray.tune.schedulers import TrialScheduler
-
-    def result(fitness, loss, epoch=1):
-        return {"epoch": epoch, "fitness": fitness, "val/box_loss": loss, "val/cls_loss": 1.0, "val/dfl_loss": 1.0}
-
-    assert break_ties(result(0.0, 2.0), "fitness", "max")["fitness"] < break_ties(result(0.0, 1.0), "fitness", "max")[
-        "fitness"] < 0.0 + 1e-12
-    assert break_ties(result(0.25, 2.0), "fitness", "max")["fitness"] == pytest.approx(0.25, abs=1e-7)
-    loss_metric = result(0.0, 2.0)
-    assert break_ties(loss_metric, "val/box_loss", "min") is loss_metric  # a loss objective is left alone
-    assert break_ties({"epoch": 1, "fitness": 0.0}, "fitness", "max") == {"epoch": 1, "fitness": 0.0}  # val=False
 
     status = StatusFile(tmp_path / STATUS_FILE)
     spec = load_space(space(tmp_path, metric="fitness", mode="max", grace_period=1, reduction_factor=2,
-                            train={**TRAIN, "epochs": 4}))
+                            train={**TRAIN, "epochs": 4, "warmup_epochs": 0.0}))
     asha = make_scheduler(spec, status)
-    asha.set_search_properties("fitness", "max")  # as TuneConfig(metric=, mode=) does
     trials = [SimpleNamespace(trial_id=t, config={}) for t in "abcd"]
     for trial in trials:
         asha.on_trial_add(None, trial)
-    decisions = {t.trial_id: asha.on_trial_result(None, t, result(0.0, loss))
-                 for t, loss in zip(trials, [3.0, 1.0, 2.0, 4.0], strict=True)}
-    # a is alone at the rung when it reports (ASHA lets the first through); d is worst of four: cut
-    assert decisions["a"] == TrialScheduler.CONTINUE and decisions["d"] == TrialScheduler.STOP
-    assert read_status(tmp_path / STATUS_FILE)["d"] == {"stopped_by": "asha-stopped", "stopped_at_epoch": 1}
+    warm = {"epoch": 1, "fitness": 0.0, WARMUP_END: 1.5}  # d reports its warmup: not judged at epoch 1
+    decisions = {t.trial_id: asha.on_trial_result(None, t, {"epoch": 1, "fitness": v} if t.trial_id != "d" else warm)
+                 for t, v in zip(trials, [0.2, 0.3, 0.1, 0.0], strict=True)}
+    assert decisions == {"a": TrialScheduler.CONTINUE, "b": TrialScheduler.CONTINUE, "c": TrialScheduler.STOP,
+                         "d": TrialScheduler.CONTINUE}
+    reason = "stopped at rung 1 (epoch 1): 0.1 < cut-off 0.25"
+    assert read_status(tmp_path / STATUS_FILE)["c"] == {"stopped_by": "asha-stopped", "stopped_at_epoch": 1,
+                                                        "stop_reason": reason}
+    # a sampled warmup_epochs, when the trial reports none (a multi-worker trial): d is judged at epoch 2, rung 2
+    e = SimpleNamespace(trial_id="e", config={"warmup_epochs": 2.0})
+    assert asha.on_trial_result(None, e, {"epoch": 1, "fitness": 0.0}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, e, {"epoch": 2, "fitness": 0.0}) == TrialScheduler.CONTINUE  # first at rung 2
+    assert asha.on_trial_result(None, trials[0], {"epoch": 2, "fitness": 0.3}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, e, {"epoch": 3, "fitness": 0.0}) == TrialScheduler.CONTINUE  # rung 2 judged
 
 
 def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
@@ -57,12 +125,20 @@ def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
     losses = {1: 3.0, 2: 2.0, 3: 2.5, 4: 2.1}  # best at epoch 2; epochs 3 and 4 do not improve (mode min)
     decisions = [stopper("a", {"epoch": e, "train/box_loss": v, "config": {}}) for e, v in losses.items()]
     assert decisions == [False, False, False, True]
-    assert read_status(tmp_path / STATUS_FILE)["a"] == {"patience_best": 2.0, "patience_best_epoch": 2,
-                                                        "stopped_by": "patience-stopped", "stopped_at_epoch": 4}
+    assert read_status(tmp_path / STATUS_FILE)["a"] == {
+        "patience_best": 2.0, "patience_best_epoch": 2, "stopped_by": "patience-stopped", "stopped_at_epoch": 4,
+        "stop_reason": "stopped by patience at epoch 4: best 2 at epoch 2, none better in the 2 epochs since"}
     # The same rule firing at the trial's own last epoch is a normal completion, not an early stop.
     assert stopper("b", {"epoch": 1, "train/box_loss": 1.0, "config": {"epochs": 3}}) is False
     assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is True
     assert "stopped_by" not in read_status(tmp_path / STATUS_FILE)["b"]
+    # A trial in warmup (3.1 epochs): its flat epochs 1-3 do not count; its best is its epoch 4.
+    flat = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.01, 5: 0.0, 6: 0.0}
+    stopper = make_patience_stopper(load_space(space(tmp_path, patience=2, metric="fitness", mode="max",
+                                                     train={**TRAIN, "epochs": 9})), status)
+    decisions = [stopper("w", {"epoch": e, "fitness": v, WARMUP_END: 3.1, "config": {}}) for e, v in flat.items()]
+    assert decisions == [False, False, False, False, False, True]
+    assert read_status(tmp_path / STATUS_FILE)["w"]["patience_best_epoch"] == 4
 
 
 def test_patience_count_survives_a_resumed_experiment(tmp_path: Path):

@@ -1,9 +1,10 @@
 """Stopping rules of a tune experiment and the status file they record their decisions in.
 
-ASHA (:func:`make_scheduler`) compares trials at epoch rungs, ranking ties by validation loss (:func:`break_ties`);
-the patience stopper (:func:`make_patience_stopper`) stops a trial that stopped improving. Tune does not say why it
-stopped a trial, so each rule writes its reason to ``trial_status.yaml`` (:class:`StatusFile`), and
-:func:`classify_end` turns that into the trial's ``end``.
+ASHA (:func:`make_scheduler`, the rule in :class:`RungRule`) compares trials at epoch rungs; a trial still in its
+warmup is judged at its first epoch after it, and a trial within a margin of the cut-off is kept (a rung whose metric
+does not separate trials cuts nothing). The patience stopper (:func:`make_patience_stopper`) stops a trial that stopped
+improving after its warmup. Tune does not say why it stopped a trial, so each rule writes its reason to
+``trial_status.yaml`` (:class:`StatusFile`), and :func:`classify_end` turns that into the trial's ``end``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from raytrain.files import atomic_write
-from raytrain.keys import EPOCH, TRAIN_LOSS_KEYS, VAL_LOSS_KEYS
+from raytrain.keys import EPOCH
 from raytrain.tuning.experiment import read_status
 from raytrain.tuning.space import TuneSpec
+from raytrain.tuning.trial import WARMUP_END
 
 
 class StatusFile:
@@ -38,10 +41,22 @@ class StatusFile:
         data.setdefault(trial_id, {}).update(fields)
         atomic_write(self.path, yaml.safe_dump(data, sort_keys=False))
 
-    def mark_stopped(self, trial_id: str, reason: str, epoch: int) -> None:
-        """Record why a trial is being stopped early (the first reason wins)."""
+    def mark_stopped(self, trial_id: str, rule: str, epoch: int, reason: str | None = None) -> None:
+        """Record which rule stops a trial early, at which epoch and why, in words (the first rule wins)."""
         if not self.read().get(trial_id, {}).get("stopped_by"):
-            self.update(trial_id, stopped_by=reason, stopped_at_epoch=epoch)
+            fields = {"stop_reason": reason} if reason else {}
+            self.update(trial_id, stopped_by=rule, stopped_at_epoch=epoch, **fields)
+
+
+def warmup_end(result: Mapping[str, Any], config: Mapping[str, Any], base: Mapping[str, Any]) -> float:
+    """The epoch a trial's warmup ends at: as the trial reported it, else its ``warmup_epochs`` (sampled or fixed).
+
+    A trial that trains in the Tune process reports the exact value (its warmup counts iterations, and the length of
+    an epoch in iterations is known only where the data is); a multi-worker trial does not, hence the fallback.
+    """
+    if isinstance(result.get(WARMUP_END), (int, float)):
+        return float(result[WARMUP_END])
+    return float(config.get("warmup_epochs", base.get("warmup_epochs", 0.0)) or 0.0)
 
 
 def planned_epochs(config: Mapping[str, Any], base_epochs: int) -> int:
@@ -49,9 +64,76 @@ def planned_epochs(config: Mapping[str, Any], base_epochs: int) -> int:
     return int(config.get("epochs", base_epochs))
 
 
+def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
+    """ASHA's rungs in epochs: ``grace_period * reduction_factor ** k`` up to ``max_epochs`` (as Ray's one bracket)."""
+    rungs: list[int] = []
+    k = 0
+    while (rung := round(grace_period * reduction_factor ** k)) <= max_epochs:
+        if not rungs or rung > rungs[-1]:
+            rungs.append(rung)
+        k += 1
+    return rungs
+
+
+TIE_MARGIN = 0.1  # a loser must trail the cut-off by 10 % of it ...
+TIE_FLOOR = 0.005  # ... and by at least this much (fitness is mAP50-95: half a point); else it is a tie, kept
+
+
+class RungRule:
+    """Asynchronous successive halving on epoch rungs (Ray's ASHA, one bracket), with two guards.
+
+    At each rung the cut-off is the ``1 - 1 / reduction_factor`` quantile of the values the trials that reached it
+    earlier recorded there (a trial first at a rung always goes on). Unlike Ray's ASHA:
+
+    * a trial is not judged at a rung it reaches during its warmup (its learning rate is still rising, so its metric
+      understates it); it is judged at its first epoch after the warmup, against that rung's cut-off;
+    * a trial below the cut-off by less than ``max(TIE_FLOOR, TIE_MARGIN * |cut-off|)`` goes on: a rung whose
+      metric does not separate trials (at epoch 1 fitness is often 0 or 1e-4 for most) defers the decision to the
+      next rung instead of cutting by what is, there, a coin toss. Its value is recorded all the same.
+
+    Plain data, no Ray: Tune pickles the scheduler holding it, and the tests feed it hand-made histories.
+    """
+
+    def __init__(self, rungs: list[int], reduction_factor: float, mode: str, *, margin: float = TIE_MARGIN,
+                 floor: float = TIE_FLOOR) -> None:
+        self.rungs, self.mode, self.margin, self.floor = sorted(rungs), mode, margin, floor
+        self.quantile = (1 - 1 / reduction_factor) * 100 if mode == "max" else 100 / reduction_factor
+        self.recorded: dict[int, dict[str, float]] = {r: {} for r in self.rungs}
+
+    def cutoff(self, rung: int) -> float | None:
+        """The value a trial must reach at ``rung`` (None while no trial has been judged there)."""
+        values = list(self.recorded[rung].values())
+        return float(np.nanpercentile(values, self.quantile)) if values else None
+
+    def judge(self, trial_id: str, epoch: int, value: float, warmup_end: float = 0.0) -> str | None:
+        """Called after each epoch; returns why the trial stops here (``stopped at rung 3 ...``), or None to go on.
+
+        Args:
+            trial_id: the trial.
+            epoch: the epoch just trained (from 1).
+            value: the trial's metric after it.
+            warmup_end: the (fractional) epoch its warmup ends at; rungs before it wait.
+        """
+        judged = max((r for r in self.rungs if trial_id in self.recorded[r]), default=0)
+        passed = [r for r in self.rungs if judged < r <= epoch]
+        if not passed or epoch < warmup_end or not np.isfinite(value):
+            return None
+        rung = passed[-1]  # the highest rung reached and not yet judged (lower ones were passed in warmup)
+        cut = self.cutoff(rung)
+        self.recorded[rung][trial_id] = float(value)
+        if cut is None:
+            return None
+        behind = cut - value if self.mode == "max" else value - cut
+        if behind <= max(self.floor, self.margin * abs(cut)):
+            return None
+        sign = "<" if self.mode == "max" else ">"
+        return f"stopped at rung {rung} (epoch {epoch}): {value:.4g} {sign} cut-off {cut:.4g}"
+
+
 def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
-    """ASHA on the reported ``epoch`` (rungs count epochs), recording which trials it cut; PBT; or FIFO."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    """ASHA on the reported ``epoch`` (rungs count epochs) by :class:`RungRule`, recording which trials it cut and
+    why; PBT; or FIFO."""
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
     if spec.scheduler == "none":
         return FIFOScheduler()
@@ -59,43 +141,29 @@ def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
         from raytrain.tuning.pbt import make_pbt
 
         return make_pbt(spec, Path(status.path).parent)
-    base_epochs = spec.base_config.epochs
+    base = spec.base_config.to_dict()
+    rule = RungRule(asha_rungs(spec.grace_period, spec.reduction_factor, spec.max_epochs), spec.reduction_factor,
+                    spec.mode)
+    metric = spec.metric
 
-    metric, mode = spec.metric, spec.mode
-
-    class EpochASHA(ASHAScheduler):
-        """ASHA that ranks ties by validation loss and writes ``asha-stopped`` for the trials it cuts short."""
+    class EpochASHA(FIFOScheduler):
+        """Tune's side of :class:`RungRule`: it sees every result and stops the trials the rule cuts."""
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-            decision = super().on_trial_result(tune_controller, trial, break_ties(result, metric, mode))
-            epoch = int(result.get(EPOCH, 0))
-            if decision == TrialScheduler.STOP and epoch < planned_epochs(trial.config, base_epochs):
-                status.mark_stopped(trial.trial_id, "asha-stopped", epoch)
-            return decision
+            value, epoch = result.get(metric), int(result.get(EPOCH, 0))
+            if value is None or not epoch:
+                return TrialScheduler.CONTINUE
+            reason = rule.judge(trial.trial_id, epoch, float(value), warmup_end(result, trial.config, base))
+            if reason is None:
+                return TrialScheduler.CONTINUE
+            if epoch < planned_epochs(trial.config, base["epochs"]):
+                status.mark_stopped(trial.trial_id, "asha-stopped", epoch, reason)
+            return TrialScheduler.STOP
 
-        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-            super().on_trial_complete(tune_controller, trial, break_ties(result, metric, mode))
+        def debug_string(self) -> str:
+            return "ASHA rungs " + ", ".join(f"{r}: cut-off {rule.cutoff(r)}" for r in rule.rungs)
 
-    return EpochASHA(time_attr=EPOCH, max_t=spec.max_epochs, grace_period=spec.grace_period,
-                     reduction_factor=spec.reduction_factor)
-
-
-TIE_BREAK = 1e-9  # per unit of validation loss: far below any real difference in mAP over a validation set
-
-
-def break_ties(result: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
-    """``result`` with the metric nudged by the validation loss, for ASHA's ranking only.
-
-    In a trial's first epochs mAP and fitness are exactly 0 for most trials. ASHA stops a trial only when it is
-    strictly below the rung's cutoff, so when the cutoff is 0 every tied trial goes on and the early rungs cut
-    nothing (measured by ``bench/tune_efficiency.py``). Among equal metrics, the lower validation loss ranks higher.
-    Loss metrics and results without validation losses are left as they are.
-    """
-    value, losses = result.get(metric), [result.get(k) for k in VAL_LOSS_KEYS]
-    if value is None or metric in VAL_LOSS_KEYS or metric in TRAIN_LOSS_KEYS or None in losses:
-        return result
-    nudge = TIE_BREAK * float(sum(losses))
-    return {**result, metric: float(value) - nudge if mode == "max" else float(value) + nudge}
+    return EpochASHA()
 
 
 def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
@@ -104,10 +172,10 @@ def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
         return None
     from ray.tune.stopper import Stopper
 
-    metric, mode, patience, base_epochs = spec.metric, spec.mode, spec.patience, spec.base_config.epochs
+    metric, mode, patience, base = spec.metric, spec.mode, spec.patience, spec.base_config.to_dict()
 
     class PatienceStopper(Stopper):
-        """Per trial: best metric and its epoch; stop when ``epoch - best_epoch >= patience``.
+        """Per trial: best metric and its epoch after the warmup; stop when ``epoch - best_epoch >= patience``.
 
         The best value and epoch live in the status file, not in memory: a resumed experiment restores this object
         as it was pickled at the start, and the count must go on from where the interrupted run left it.
@@ -115,8 +183,8 @@ def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
 
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
             value, epoch = result.get(metric), int(result.get(EPOCH, 0))
-            if value is None or not epoch:
-                return False
+            if value is None or not epoch or epoch < warmup_end(result, result.get("config", {}), base):
+                return False  # a warmup's epochs do not count: its metric can stay at 0 for all of them
             entry = status.read().get(trial_id, {})
             best = (entry["patience_best"], entry["patience_best_epoch"]) if "patience_best_epoch" in entry else None
             better = best is None or (value > best[0] if mode == "max" else value < best[0])
@@ -124,8 +192,10 @@ def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
                 best = (float(value), epoch)
                 status.update(trial_id, patience_best=best[0], patience_best_epoch=epoch)
             stop = epoch - best[1] >= patience
-            if stop and epoch < planned_epochs(result.get("config", {}), base_epochs):
-                status.mark_stopped(trial_id, "patience-stopped", epoch)
+            if stop and epoch < planned_epochs(result.get("config", {}), base["epochs"]):
+                status.mark_stopped(trial_id, "patience-stopped", epoch,
+                                    f"stopped by patience at epoch {epoch}: best {best[0]:.4g} at epoch {best[1]}, "
+                                    f"none better in the {patience} epochs since")
             return stop
 
         def stop_all(self) -> bool:
@@ -150,5 +220,5 @@ def classify_end(stopped_by: str | None, epochs_run: int, epochs_planned: int, o
     return "completed"
 
 
-__all__ = ["TIE_BREAK", "StatusFile", "break_ties", "classify_end", "make_patience_stopper", "make_scheduler",
-           "planned_epochs"]
+__all__ = ["TIE_FLOOR", "TIE_MARGIN", "RungRule", "StatusFile", "asha_rungs", "classify_end",
+           "make_patience_stopper", "make_scheduler", "planned_epochs", "warmup_end"]

@@ -28,6 +28,7 @@ from raytrain.config import ConfigError, make_config
 LOGGER = logging.getLogger("raytrain")
 TRAIN_FOLDER = "_train"  # the Ray Train runs (checkpoints) of multi-worker trials, inside the experiment folder
 TRIALS_FOLDER = "trials"  # the trials' run folders (weights, results.csv, tracker files)
+WARMUP_END = "warmup_end_epoch"  # reported with each epoch's metrics: the (fractional) epoch the warmup ends at
 STARTUP_FILE = "startup.json"  # in a trial folder: when each stage of the trial's start-up ended (wall clock)
 CHECKPOINT_KEYS = ("model", "pretrained")  # searchable arguments that can name a checkpoint file
 # fit's own patience is off in a trial: tune's patience stopper applies the rule and labels the trial.
@@ -156,6 +157,7 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
             w = make_worker(plan.cfg, plan.data, device=_trial_device(plan.devices.accelerator),
                             save_dir=plan.save_dir, callbacks={"on_train_batch_end": [StartupMarks(marks)]})
             marks["worker_ready"] = time.time()
+            report.warmup_end = w.schedule.warmup_iters / max(len(w.train_loader), 1)  # for ASHA and patience
             checkpoint = ray.tune.get_checkpoint()
             if checkpoint is None:
                 state = initial_state(w)
@@ -184,6 +186,7 @@ class TuneReport:
 
     def __init__(self, save_dir: Path, stage: bool) -> None:
         self.save_dir, self.stage = Path(save_dir), stage
+        self.warmup_end: float | None = None  # the epoch the warmup ends at, once the worker is built
 
     def __call__(self, report: Any) -> None:
         import ray.tune
@@ -192,7 +195,8 @@ class TuneReport:
             from raytrain.cluster.sync import stage_run_files, trial_run_files
 
             stage_run_files(self.save_dir, trial_run_files(self.save_dir, report.changed), report.state_dir)
-        ray.tune.report(report.metrics, checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
+        metrics = report.metrics if self.warmup_end is None else {**report.metrics, WARMUP_END: self.warmup_end}
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
 
 
 class StartupMarks:
