@@ -122,6 +122,9 @@ class Config:
     cpus_per_worker: float = _arg(1.0, "CPUs reserved for each training worker", "ray")
     gpu_share: float = _arg(1.0, "share of a GPU each GPU worker reserves, in (0, 1]: 0.25 packs four on one GPU "
                                  "(one worker only); AutoBatch sizes the batch to the share", "ray")
+    worker_resources: dict[str, float] | None = _arg(None, "other Ray resources each training worker reserves, e.g. "
+                                                           "{memory: 8e9} (bytes) or a custom one such as {a10g: 1}; "
+                                                           "workers go only to nodes that offer them", "ray")
     storage: str | None = _arg(None, "Ray storage: shared path or s3:// / gs:// URI (default: project folder)", "ray")
     max_failures: int = _arg(3, "worker-group restarts from the last checkpoint before the run fails", "ray")
     address: str | None = _arg(None, "Ray cluster address (default: RAY_ADDRESS, else start Ray locally)", "ray")
@@ -230,6 +233,10 @@ def validate(cfg: Config) -> None:
     _require(cfg.gpu_share == 1 or (cfg.num_workers or 1) == 1, "gpu_share", cfg.gpu_share,
              "a GPU share below 1 needs num_workers=1: Ray could place several data-parallel workers on one GPU, "
              "which NCCL refuses")
+    for key, value in (cfg.worker_resources or {}).items():
+        _require(key not in ("CPU", "GPU") and math.isfinite(value) and value > 0, "worker_resources",
+                 dict(cfg.worker_resources or {}), f"{key}: use a positive amount of a resource other than CPU and GPU "
+                 f"(those are cpus_per_worker, device and gpu_share)")
     _require(cfg.max_failures >= -1, "max_failures", cfg.max_failures, "use -1 (retry forever), 0 or more")
     _require(cfg.wandb_mode in WANDB_MODES, "wandb_mode", cfg.wandb_mode, "use online, offline or disabled")
     cfg.loggers = _loggers(cfg.loggers)
