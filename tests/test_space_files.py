@@ -1,0 +1,66 @@
+"""The shipped space files search ranges that reach the good regions: continuous hyperparameters are ranges, not
+hand-picked values; each range holds Ultralytics' default (the Config default) away from its edges; the quickstart's
+warmup range reaches the warmups that won there (issue 25), in iterations, under either warmup rule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from raytrain.config import Config
+from raytrain.engine.optim import warmup_iterations
+from raytrain.tuning.space import load_space
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+FILES = ["quickstart.yaml", "pbt.yaml", "detect.yaml"]
+RANGES = {"uniform", "loguniform", "quniform", "qloguniform", "int", "randint", "qrandint"}
+LOG = {"loguniform", "qloguniform"}
+# Defaults on the edge of their own domain (a probability of 1, a gain of 0): the range must start or end there.
+EDGE = {"mosaic", "mixup", "flipud", "copy_paste", "cutmix", "degrees", "shear", "perspective"}
+# Ultralytics' learning-rate recipes: SGD 0.01, Adam(W) 0.001. A space that searches the optimizer holds both.
+LR_RECIPES = {"SGD": 0.01, "AdamW": 0.001}
+
+
+def position(param, value: float) -> float:
+    """Where ``value`` sits in the range, 0 at low and 1 at high (on a log scale for log types)."""
+    low, high = float(param.low), float(param.high)
+    if param.type in LOG:
+        return math.log(value / low) / math.log(high / low)
+    return (value - low) / (high - low)
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_continuous_hyperparameters_are_ranges_centred_on_the_defaults(file: str):
+    spec = load_space(SPACES / file)
+    defaults = Config()
+    for name, param in spec.space.items():
+        default = getattr(defaults, name)
+        if isinstance(default, float):
+            assert param.type in RANGES, f"{file}: {name} is searched over hand-picked values {param.values}"
+        if param.type not in RANGES or name in ("epochs", "batch"):  # run length and batch size: set per space
+            continue
+        if name == "lr0":
+            optimizers = spec.space["optimizer"].values if "optimizer" in spec.space else [spec.base_config.optimizer]
+            recipes = [LR_RECIPES[o] for o in optimizers if o in LR_RECIPES]
+            assert recipes and all(0.1 <= position(param, r) <= 0.9 for r in recipes), (file, name, recipes)
+        elif name in EDGE:
+            assert default in (param.low, param.high), f"{file}: {name}'s default {default} is not an end of it"
+        else:
+            where = position(param, float(default))
+            assert 0.1 <= where <= 0.9, f"{file}: {name}'s default {default} sits at {where:.0%} of its range"
+
+
+def test_quickstart_warmup_reaches_the_winning_warmups():
+    """The warmups that won the quickstart searches of issue 25 lasted 100 iterations (warmup_epochs 0.17-0.65,
+    stretched by the rule's 100-iteration floor): about 3.1 of its 32-batch epochs. Ultralytics 8.4's rule has no
+    floor (``round(warmup_epochs * batches)``), so there the range must reach 3.1 epochs itself; no warmup too."""
+    spec = load_space(SPACES / "quickstart.yaml")
+    cfg, warmup = spec.base_config, spec.space["warmup_epochs"]
+    batches = math.ceil(500 * cfg.fraction / cfg.batch)  # shapes: 500 training images
+    assert batches == 32
+    assert warmup.low == 0.0 and position(warmup, 100 / batches) <= 0.9  # 100 iterations well inside
+    assert round(warmup.high * batches) >= 100  # Ultralytics 8.4's rule
+    assert warmup_iterations(warmup.high, batches) >= 100  # whatever rule this checkout has
+    assert warmup.high < cfg.epochs / 2  # and no warmup takes most of the run
