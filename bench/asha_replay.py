@@ -1,15 +1,22 @@
 """Replay ASHA on a finished no-stopping experiment: which rung schedule would have saved most and kept the best?
 
-Ray's own ``ASHAScheduler``, with raytrain's tie-break (see ``raytrain.tuning.stopping.break_ties``), is fed the
-per-epoch results that an experiment without early stopping recorded, in simulated time: trials start in the order they
-started, ``--concurrent`` at a time, and each epoch takes as long as it took (the first one includes the trial's
-start-up). Where ASHA says stop, the trial's remaining epochs are not counted and the next trial starts. Training is
-seeded, so a real ASHA run trains the same curves; only the timing of the asynchronous decisions can differ.
+raytrain's rung rule (``raytrain.tuning.stopping.RungRule``: warmup trials judged after their warmup, near-ties kept)
+and, with ``--rule ray``, Ray's own ``ASHAScheduler`` with the validation-loss tie-break raytrain used before it, are
+fed the per-epoch results that an experiment without early stopping recorded, in simulated time: trials start in the
+order they started, ``--concurrent`` at a time, and each epoch takes as long as it took (the first one includes the
+trial's start-up). Where ASHA says stop, the trial's remaining epochs are not counted and the next trial starts.
+Training is seeded, so a real ASHA run trains the same curves; only the timing of the asynchronous decisions can
+differ.
 
 It takes seconds where a real comparison takes an hour, so it is the way to choose ``grace_period`` and
 ``reduction_factor`` for a space; ``bench/tune_efficiency.py`` then measures the chosen ones for real.
 
-    python bench/asha_replay.py runs/bench/bench_full [more no-stopping experiments ...] [--concurrent 2]
+    python bench/asha_replay.py runs/bench/bench_full [more no-stopping experiments ...] [--concurrent 2] \
+        [--rule raytrain ray] [--batches 32]
+
+A trial's warmup end is what it reported (``warmup_end_epoch``); trials that predate that report are given
+``warmup_iterations(warmup_epochs, --batches) / --batches`` by the warmup rule of the checkout that replays.
+Also printed: each trial's best metric, which trial won without stopping, and where each rule stopped it.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], str, str]:
-    """Per trial (in start order, experiment after experiment): its per-epoch results; and the metric and mode."""
+def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], list[dict], str, str]:
+    """Per trial (in start order, experiment after experiment): its per-epoch results and its parameters; and the
+    metric and mode."""
     from raytrain.tuning.experiment import load_experiment
 
-    curves, objective = [], None
+    curves, params, objective = [], [], None
     for path in paths:
         experiment = load_experiment(path)
         if objective not in (None, (experiment.metric, experiment.mode)):
@@ -36,29 +44,93 @@ def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], str, s
                 raise SystemExit(f"{path}: trial {trial.name} ended '{trial.end}': replay needs complete curves, "
                                  "from an experiment run with scheduler=none and no patience or time budget.")
             first = trial.history[0]
-            started.append((first.get("timestamp", 0) - first.get("time_this_iter_s", 0), trial.history))
-        curves += [history for _, history in sorted(started, key=lambda s: s[0])]
+            started.append((first.get("timestamp", 0) - first.get("time_this_iter_s", 0), trial.history,
+                            {**trial.params, "name": trial.name}))
+        started.sort(key=lambda s: s[0])
+        curves += [history for _, history, _ in started]
+        params += [p for _, _, p in started]
     assert objective is not None
-    return curves, *objective
+    return curves, params, *objective
+
+
+def warmup_ends(curves: list[list[dict[str, float]]], params: list[dict], batches: int) -> list[float]:
+    """The epoch each trial's warmup ended at: as reported, else by the warmup rule for ``batches`` an epoch."""
+    from raytrain.engine.optim import warmup_iterations
+    from raytrain.tuning.trial import WARMUP_END
+
+    out = []
+    for curve, p in zip(curves, params, strict=True):
+        reported = curve[0].get(WARMUP_END)
+        w = float(p.get("warmup_epochs", 0.0))
+        out.append(float(reported) if reported is not None else warmup_iterations(w, batches) / batches)
+    return out
+
+
+def ray_tie_break(result: dict[str, float], metric: str, mode: str) -> dict[str, float]:
+    """The rule raytrain used before its RungRule: equal metrics ranked by validation loss (1e-9 per unit)."""
+    losses = [result.get(k) for k in ("val/box_loss", "val/cls_loss", "val/dfl_loss")]
+    if result.get(metric) is None or None in losses or metric.startswith(("val/", "train/")):
+        return result
+    nudge = 1e-9 * float(sum(losses))
+    return {**result, metric: float(result[metric]) - nudge if mode == "max" else float(result[metric]) + nudge}
+
+
+class RayASHA:
+    """Ray's ASHAScheduler behind the interface the replay drives (judge -> stop or not)."""
+
+    def __init__(self, metric: str, mode: str, max_t: int, grace: int, reduction: int) -> None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        self.metric, self.mode = metric, mode
+        self.asha = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t, grace_period=grace,
+                                  reduction_factor=reduction)
+
+    def add(self, trial: SimpleNamespace) -> None:
+        self.asha.on_trial_add(None, trial)
+
+    def stops(self, trial: SimpleNamespace, row: dict[str, float], warmup: float, last: bool) -> bool:
+        from ray.tune.schedulers import TrialScheduler
+
+        result = ray_tie_break(row, self.metric, self.mode)
+        if last:
+            self.asha.on_trial_complete(None, trial, result)
+            return False
+        stop = self.asha.on_trial_result(None, trial, result) == TrialScheduler.STOP
+        if stop:
+            self.asha.on_trial_remove(None, trial)
+        return stop
+
+
+class OurRule:
+    """raytrain's RungRule behind the same interface."""
+
+    def __init__(self, metric: str, mode: str, max_t: int, grace: int, reduction: int) -> None:
+        from raytrain.tuning.stopping import RungRule, asha_rungs
+
+        self.metric = metric
+        self.rule = RungRule(asha_rungs(grace, reduction, max_t), reduction, mode)
+
+    def add(self, trial: SimpleNamespace) -> None:
+        pass
+
+    def stops(self, trial: SimpleNamespace, row: dict[str, float], warmup: float, last: bool) -> bool:
+        reason = self.rule.judge(trial.trial_id, int(row["epoch"]), float(row[self.metric]), warmup)
+        return reason is not None and not last
 
 
 def replay(curves: list[list[dict[str, float]]], metric: str, mode: str, *, grace: int, reduction: int,
-           concurrent: int) -> tuple[list[int], float]:
-    """Epochs each trial would train under ASHA, and the simulated wall time."""
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
-    from raytrain.tuning.stopping import break_ties
-
+           concurrent: int, rule: str = "raytrain", warmups: list[float] | None = None) -> tuple[list[int], float]:
+    """Epochs each trial would train under ``rule`` (raytrain or ray), and the simulated wall time."""
     max_t = max(int(c[-1]["epoch"]) for c in curves)
-    asha = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t, grace_period=grace,
-                         reduction_factor=reduction)
+    judge = (OurRule if rule == "raytrain" else RayASHA)(metric, mode, max_t, grace, reduction)
+    warmups = warmups or [0.0] * len(curves)
     epochs, waiting, running, clock, order = [0] * len(curves), list(range(len(curves))), [], 0.0, 0
 
     def start(now: float) -> None:
         nonlocal order
         index = waiting.pop(0)
         trial = SimpleNamespace(trial_id=str(index))
-        asha.on_trial_add(None, trial)
+        judge.add(trial)
         heapq.heappush(running, (now + curves[index][0].get("time_this_iter_s", 1.0), order, index, 0, trial))
         order += 1
 
@@ -66,13 +138,9 @@ def replay(curves: list[list[dict[str, float]]], metric: str, mode: str, *, grac
         start(clock)
     while running:
         clock, _, index, i, trial = heapq.heappop(running)
-        result = break_ties(curves[index][i], metric, mode)
         epochs[index] = i + 1
-        if i + 1 == len(curves[index]):
-            asha.on_trial_complete(None, trial, result)
-        elif asha.on_trial_result(None, trial, result) == TrialScheduler.STOP:
-            asha.on_trial_remove(None, trial)
-        else:
+        last = i + 1 == len(curves[index])
+        if not judge.stops(trial, curves[index][i], warmups[index], last) and not last:
             heapq.heappush(running, (clock + curves[index][i + 1].get("time_this_iter_s", 1.0), order, index,
                                      i + 1, trial))
             order += 1
@@ -94,20 +162,35 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=2, help="trials at a time, as in the real run")
     parser.add_argument("--grace", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--reduction", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--rule", nargs="+", choices=("raytrain", "ray"), default=["raytrain", "ray"])
+    parser.add_argument("--batches", type=int, default=32, help="batches an epoch, for trials that did not report "
+                        "their warmup end (the quickstart: 250 images / 8 = 32)")
     args = parser.parse_args()
-    curves, metric, mode = load_curves(args.experiments)
+    curves, params, metric, mode = load_curves(args.experiments)
+    warmups = warmup_ends(curves, params, args.batches)
     full = [len(c) for c in curves]
     best = best_within(curves, full, metric, mode)
-    print(f"{len(curves)} trials, {sum(full)} epochs without stopping, best {metric} {best:.4f}")
-    print(f"{'grace':>5} {'reduction':>9} {'epochs':>8} {'share':>6} {'best':>8} {'shortfall':>9}  trials cut early")
-    for grace in args.grace:
-        for reduction in args.reduction:
-            epochs, _ = replay(curves, metric, mode, grace=grace, reduction=reduction, concurrent=args.concurrent)
-            kept = best_within(curves, epochs, metric, mode)
-            shortfall = (best - kept) / abs(best) if mode == "max" else (kept - best) / abs(best)
-            cut = sum(n < f for n, f in zip(epochs, full, strict=True))
-            print(f"{grace:>5} {reduction:>9} {sum(epochs):>8} {sum(epochs) / sum(full):>6.0%} {kept:>8.4f} "
-                  f"{shortfall:>9.1%}  {cut}")
+    pick = max if mode == "max" else min
+    bests = [pick(row[metric] for row in c) for c in curves]
+    winner = bests.index(best)
+    print(f"{len(curves)} trials, {sum(full)} epochs without stopping, best {metric} {best:.4f} "
+          f"({params[winner]['name']}, warmup to epoch {warmups[winner]:.2f})")
+    order = sorted(range(len(curves)), key=lambda i: bests[i], reverse=mode == "max")
+    print("trials by best " + metric + ": " + ", ".join(
+        f"{params[i]['name']} {bests[i]:.4f} (w {warmups[i]:.2f}, {params[i].get('optimizer', '?')})" for i in order))
+    print(f"{'rule':>8} {'grace':>5} {'reduction':>9} {'epochs':>8} {'share':>6} {'best':>8} {'shortfall':>9}  "
+          "cut early; top-3 trials' epochs")
+    for rule in args.rule:
+        for grace in args.grace:
+            for reduction in args.reduction:
+                epochs, _ = replay(curves, metric, mode, grace=grace, reduction=reduction,
+                                   concurrent=args.concurrent, rule=rule, warmups=warmups)
+                kept = best_within(curves, epochs, metric, mode)
+                shortfall = (best - kept) / abs(best) if mode == "max" else (kept - best) / abs(best)
+                cut = sum(n < f for n, f in zip(epochs, full, strict=True))
+                top = " ".join(f"{epochs[i]}/{full[i]}" for i in order[:3])
+                print(f"{rule:>8} {grace:>5} {reduction:>9} {sum(epochs):>8} {sum(epochs) / sum(full):>6.0%} "
+                      f"{kept:>8.4f} {shortfall:>9.1%}  {cut}; {top}")
 
 
 if __name__ == "__main__":
