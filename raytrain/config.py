@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from raytrain.optimizers import NAMES, check_optimizer, optimizer_help
 from raytrain.parsing import (  # re-exported: the names every caller knows from raytrain.config
     ConfigError,
     coerce_value,
@@ -31,7 +32,7 @@ from raytrain.parsing import (  # re-exported: the names every caller knows from
 
 LOGGER = logging.getLogger("raytrain")
 
-OPTIMIZERS = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
+OPTIMIZERS = NAMES  # every optimizer= value: the optimizer table's names and auto (raytrain.optimizers)
 CACHE_MODES = (False, "ram", "disk")
 WANDB_MODES = ("", "online", "offline", "disabled")
 LOGGERS = ("wandb", "tensorboard", "mlflow", "comet", "clearml")  # experiment trackers (raytrain.tracking)
@@ -64,7 +65,7 @@ class Config:
     name: str = _arg("train", "run folder name (train, train2, ... unless exist_ok)")
     exist_ok: bool = _arg(False, "reuse project/name instead of picking a fresh name")
     pretrained: bool | str = _arg(True, "load weights from model= when it is a checkpoint, or from this .pt path")
-    optimizer: str = _arg("auto", "SGD, Adam, AdamW, NAdam, RAdam, RMSProp or auto (picks lr0 itself)")
+    optimizer: str = _arg("auto", optimizer_help())
     verbose: bool = _arg(True, "print per-class tables and details")
     seed: int = _arg(0, "random seed; data, augmentation and init randomness derive from it")
     deterministic: bool = _arg(True, "use deterministic torch algorithms where available")
@@ -190,10 +191,7 @@ def validate(cfg: Config) -> None:
         LOGGER.warning("imgsz=%d is not a multiple of the max stride 32; using imgsz=%d.", cfg.imgsz, rounded)
         cfg.imgsz = rounded
     _require(cfg.workers >= 0, "workers", cfg.workers, "use 0 or more dataloader workers")
-    if cfg.optimizer not in OPTIMIZERS:
-        match = {o.lower(): o for o in OPTIMIZERS}.get(cfg.optimizer.lower())
-        _require(match is not None, "optimizer", cfg.optimizer, f"choose one of {', '.join(OPTIMIZERS)}")
-        cfg.optimizer = match
+    cfg.optimizer = check_optimizer(cfg.optimizer)
     _require(cfg.close_mosaic >= 0, "close_mosaic", cfg.close_mosaic, "use 0 or more epochs")
     _require(0 < cfg.fraction <= 1, "fraction", cfg.fraction, "use a fraction in (0, 1]")
     if cfg.cache is True:
