@@ -132,6 +132,20 @@ def test_resume_plan_reuses_run_and_checks_epochs(tmp_path):
     assert (plan.save_dir, plan.run_name, plan.storage_path) == (first.save_dir, first.run_name, first.storage_path)
     assert plan.resumed and plan.cfg.epochs == 5 and plan.cfg.lr0 == 0.02 and plan.cfg.imgsz == 64
     assert plan.cfg.resume == str(first.save_dir / "weights" / "last.pt")
+    # args.yaml keeps what the run trains with, as asked (more epochs), not that it resumed: run.json says that.
+    args = load_config(first.save_dir / "args.yaml")
+    assert args == plan.cfg.replace(resume=False) and args.epochs == 5
+    resumes = json.loads((first.save_dir / RUN_FILE).read_text())["resumes"]
+    assert [(r["from"], r["after_epoch"]) for r in resumes] == [(plan.cfg.resume, 2)]
+    repeat = prepare_run(load_config(first.save_dir / "args.yaml"), gpus_available=0)  # cfg=args.yaml
+    assert not repeat.resumed and repeat.save_dir == tmp_path / "train2" and repeat.cfg == args
+    # An argument a resume would drop is refused, naming it; the run's own value (any spelling of a path) is not.
+    with pytest.raises(ConfigError, match=r"resume: lr0=0.1 is not applied to a resumed run, .* \(lr0=0.02\)"):
+        prepare_run(make_config({"project": str(tmp_path), "resume": str(first.save_dir), "lr0": 0.1}),
+                    gpus_available=0)
+    same = prepare_run(make_config({"project": str(tmp_path), "resume": str(first.save_dir), "lr0": 0.02,
+                                    "epochs": 6, "data": args.data}), gpus_available=0)
+    assert same.resumed and same.cfg.epochs == 6
     with pytest.raises(ConfigError, match="already trained 2/2 epochs"):
         prepare_run(make_config({"project": str(tmp_path), "resume": str(first.save_dir), "epochs": 2}),
                     gpus_available=0)

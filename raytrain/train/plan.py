@@ -66,11 +66,14 @@ class RunPlan:
 
 # ----------------------------------------------------------------------------------------------------- resolving
 def available_gpus() -> int:
-    """GPUs the connected Ray cluster can schedule (or, without Ray, CUDA devices visible to this process)."""
+    """GPUs the connected Ray cluster can schedule, counting those its autoscaler can add (a fresh cluster has no GPU
+    node until a run asks for one); without Ray, the CUDA devices visible to this process."""
     import ray
 
     if ray.is_initialized():
-        return int(ray.cluster_resources().get("GPU", 0))
+        from raytrain.cluster.nodes import max_gpus, read_cluster_shape
+
+        return max_gpus(read_cluster_shape())
     import torch
 
     return torch.cuda.device_count()
