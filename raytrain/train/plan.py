@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from raytrain.config import Config, ConfigError, load_config
+from raytrain.config import FIELDS, Config, ConfigError, load_config
 from raytrain.engine.devices import DevicePlan, per_worker_batch, plan_devices
 from raytrain.files import atomic_write, next_run_dir
 
@@ -285,15 +285,47 @@ def _good_weights(last: Path) -> tuple[Path, dict[str, Any]]:
     raise error
 
 
+def refuse_dropped_keys(cfg: Config, run: Config) -> None:
+    """A resumed run continues with its own ``args.yaml``: any argument given with ``resume=`` besides
+    :data:`RESUME_OVERRIDES` (and ``project``, which finds the run for ``resume=True``) that differs from the run's
+    own value would be dropped, so it is refused, naming it.
+
+    Raises:
+        ConfigError: naming the first such argument, the run's value and what may change.
+    """
+    defaults = Config()
+    for key in FIELDS:
+        if key in (*RESUME_OVERRIDES, "resume", "project"):
+            continue
+        given = getattr(cfg, key)
+        if given == getattr(defaults, key) or _same_value(given, getattr(run, key)):
+            continue
+        raise ConfigError(f"resume: {key}={given} is not applied to a resumed run, which continues with its own "
+                          f"args.yaml ({key}={getattr(run, key)}). Resume without it, or start a new run "
+                          f"(pretrained=<its last.pt> {key}={given}). A resume may change: "
+                          f"{', '.join(RESUME_OVERRIDES)}.")
+
+
+def _same_value(given: Any, run_value: Any) -> bool:
+    """Equal, or two spellings of one file (the run's args.yaml holds absolute paths)."""
+    if given == run_value:
+        return True
+    if isinstance(given, str) and isinstance(run_value, str) and given and run_value:
+        return Path(given).expanduser().resolve() == Path(run_value).expanduser().resolve()
+    return False
+
+
 def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Callable]]) -> RunPlan:
     last, ckpt = _good_weights(_find_resume(cfg))
     save_dir = last.parents[1]
     args_file, run_file = save_dir / "args.yaml", save_dir / RUN_FILE
     if not args_file.is_file() or not run_file.is_file():
         raise ConfigError(f"resume={last}: {save_dir} is not a raytrain run folder (args.yaml, {RUN_FILE}).")
+    asked = load_config(args_file)
+    refuse_dropped_keys(cfg, asked)
     defaults = Config()
     changed = {k: getattr(cfg, k) for k in RESUME_OVERRIDES if getattr(cfg, k) != getattr(defaults, k)}
-    resumed = load_config(args_file, **changed, resume=str(last))
+    resumed = asked.replace(**changed, resume=str(last))
     epoch = int(ckpt["epoch"])
     if epoch >= resumed.epochs and not resumed.time:
         raise ConfigError(f"resume={last}: that run already trained {epoch}/{resumed.epochs} epochs; nothing to "
@@ -302,7 +334,12 @@ def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Cal
     info = json.loads(run_file.read_text())
     LOGGER.info("Resuming %s after epoch %d (Ray run %s).", save_dir, epoch, info["ray_run_name"])
     resumed, devices, spec = _resolve(resumed, gpus_available, resume_ckpt=ckpt)
-    resumed.save(args_file)  # the arguments the run now continues with (e.g. more epochs)
+    # args.yaml: what the run trains with (e.g. more epochs), as asked, so 'raytrain fit cfg=args.yaml' repeats the
+    # run; that this session resumed (from which checkpoint, after which epoch) is a fact of the run: run.json.
+    resumed.replace(resume=False).save(args_file)
+    info["resumes"] = [*info.get("resumes", []), {"from": str(last), "after_epoch": epoch,
+                                                  "date": datetime.now().isoformat(timespec="seconds")}]
+    atomic_write(run_file, json.dumps(info, indent=1))
     tracking = _tracking(resumed, save_dir, info["ray_run_name"], info.get("tracking"))
     state = latest_state(info.get("states"))
     if state:
