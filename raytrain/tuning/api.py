@@ -16,7 +16,8 @@ from typing import Any
 
 from raytrain.config import Config, ConfigError
 from raytrain.tuning.experiment import Experiment
-from raytrain.tuning.orchestrate import resolve_train_args, run_experiment
+from raytrain.tuning.orchestrate import experiment_dir, resolve_train_args, run_experiment
+from raytrain.tuning.resume import resume_command, resumed_spec
 from raytrain.tuning.space import TuneSpec, load_space
 
 
@@ -50,7 +51,9 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **ov
         space: a search-space YAML file, or the same structure as a dict.
         start_ray: start (and afterwards stop) Ray when it is not running.
         **overrides: experiment settings (``num_samples=4``, ``name=x``, ``resume=True``, ...) or training
-            arguments (``epochs=3``, ``data=coco128``; a searched argument given here is fixed).
+            arguments (``epochs=3``, ``data=coco128.yaml``; a searched argument given here is fixed). With
+            ``resume=True`` the experiment ``project/name`` continues as it was started (its saved space and
+            overrides); an override that would change it is refused (:mod:`raytrain.tuning.resume`).
 
     Returns:
         A :class:`TuneResult` (experiment folder, best config and metric, the ranked trials); None for
@@ -59,13 +62,15 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **ov
     import ray
 
     spec = load_space(space, overrides)
+    if spec.resume:  # the experiment as it was started, not the space given now
+        spec = resumed_spec(experiment_dir(spec), overrides)
     if spec.dry_run:
         from raytrain.tuning.dryrun import run_dry
 
         print(run_dry(spec))
         return None
     if ray.is_initialized():
-        return _result(run_experiment(spec), spec)
+        return _result(run_experiment(spec, overrides=overrides), spec)
     if not start_ray:
         raise RuntimeError("raytrain.tune() needs Ray running: call ray.init(include_dashboard=True) first "
                            "(ray.init(address='auto') to join a cluster), or pass start_ray=True.")
@@ -79,7 +84,7 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **ov
         train = resolve_train_args(spec, gpus_available=torch.cuda.device_count())
     init_ray(address)
     try:
-        return _result(run_experiment(spec, train), spec)
+        return _result(run_experiment(spec, train, overrides=overrides), spec)
     finally:
         ray.shutdown()
 
@@ -109,8 +114,7 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
         return 0
     unfinished = _print_summary(result)
     if unfinished:  # interrupted (Ctrl-C): Tune saved its state
-        print(f"{unfinished} trial(s) unfinished. Continue with: raytrain tune {space} "
-              f"name={result.experiment_dir.name} project={result.experiment_dir.parent} resume=True")
+        print(f"{unfinished} trial(s) unfinished. Continue with: {resume_command(result.experiment_dir, space)}")
         return 130
     if result.trials and all(t["end"] == "error" for t in result.trials):
         from raytrain.tuning.report import TRIALS_CSV
@@ -137,6 +141,10 @@ def _print_summary(result: TuneResult) -> int:
 
     exp = load_experiment(result.experiment_dir)
     print(format_table(exp))
+    if len(exp.objectives) > 1:  # several objectives: the trade-offs found (pareto.csv, pareto/, pareto_front.png)
+        from raytrain.tuning.results import print_front
+
+        print_front(exp)
     if result.best_metric is not None:
         print(f"\nBest {result.metric}: {result.best_metric:.6g}. Config: {result.experiment_dir / BEST_YAML} "
               f"(raytrain fit cfg={result.experiment_dir / BEST_YAML})")

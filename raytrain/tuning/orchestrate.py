@@ -27,6 +27,7 @@ from raytrain.config import Config, ConfigError
 from raytrain.files import atomic_write, next_run_dir
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
 from raytrain.tuning.results import summarize
+from raytrain.tuning.resume import set_restored_settings, write_start
 from raytrain.tuning.space import TuneSpec
 from raytrain.tuning.status import make_status_callback
 from raytrain.tuning.stopping import StatusFile, make_patience_stopper, make_scheduler
@@ -161,8 +162,6 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from raytrain.cluster.sync import TrialFolderMirror
-
     status = StatusFile(exp_dir / STATUS_FILE)
     param_space, keep = None, 2  # a trial resumes from its latest checkpoint
     if spec.scheduler == "pbt":  # PBT refuses a searcher; exploits need the sources' recent checkpoints kept
@@ -183,13 +182,20 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
     )
     run_config = ray.tune.RunConfig(
         name=exp_dir.name, storage_path=storage_root, stop=make_patience_stopper(spec, status),
-        callbacks=[make_status_callback(spec, status, job),
-                   TrialFolderMirror(Path(job.experiment_dir) / TRIALS_FOLDER, trial_name)],
+        callbacks=driver_callbacks(spec, job, exp_dir),
         failure_config=ray.tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=keep),
         verbose=1,
     )
     return ray.tune.Tuner(trainable(job), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def driver_callbacks(spec: TuneSpec, job: TrialJob, exp_dir: Path) -> list[Any]:
+    """The driver's Tune callbacks: each trial's status (start, retries, end) and its run folder mirrored here."""
+    from raytrain.cluster.sync import TrialFolderMirror
+
+    return [make_status_callback(spec, StatusFile(exp_dir / STATUS_FILE), job),
+            TrialFolderMirror(Path(job.experiment_dir) / TRIALS_FOLDER, trial_name)]
 
 
 def trainable(job: TrialJob) -> Any:
@@ -199,10 +205,14 @@ def trainable(job: TrialJob) -> Any:
     return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), dict(job.resources))
 
 
-def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None) -> Experiment:
+def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None, *,
+                   overrides: Mapping[str, Any] | None = None) -> Experiment:
     """Run (or resume) the experiment on the running Ray; returns it read back, with its reports written.
 
     ``train``: the fixed arguments, already resolved (:func:`resolve_train_args`); default: resolved here.
+    ``overrides``: the ``key=value`` overrides ``spec`` was loaded with, recorded for an exact resume
+    (:mod:`raytrain.tuning.resume`). A resumed ``spec`` is the experiment's saved one
+    (:func:`raytrain.tuning.resume.resumed_spec`).
 
     Also after Ctrl-C: the reports and plots show what ran so far, then the interrupt propagates.
     """
@@ -223,8 +233,7 @@ def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None) -> Exper
     job = build_job(spec, exp_dir, storage_root, train or resolve_train_args(spec), cluster)
     exp_dir.mkdir(parents=True, exist_ok=True)
     if not spec.resume:
-        atomic_write(exp_dir / SPACE_FILE, yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name,
-                                                           "train": job.train}, sort_keys=False))
+        record_experiment(exp_dir, spec, job.train, overrides or {})
     LOGGER.info("Tuning %d trial(s) of %s (%s %s) in %s: up to %d at a time, %d worker(s) per trial%s.",
                 spec.num_samples, ", ".join(spec.space), spec.mode, spec.metric, exp_dir, cap,
                 base.num_workers or 1, f"; dashboard {dashboard}" if dashboard else "")
@@ -237,6 +246,14 @@ def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None) -> Exper
         exp = summarize(exp_dir).experiment  # also after Ctrl-C: the table and plots of what ran so far
     _finish_trackers(job, exp)
     return exp
+
+
+def record_experiment(exp_dir: Path, spec: TuneSpec, train: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """What a resume rebuilds the experiment from: ``tune_space.yaml`` (the validated space, the fixed arguments
+    resolved) and ``tune_start.yaml`` (the space file and overrides it was started with)."""
+    atomic_write(exp_dir / SPACE_FILE, yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name, "train": train},
+                                                      sort_keys=False))
+    write_start(exp_dir, spec.source, overrides)
 
 
 def _finish_trackers(job: TrialJob, exp: Experiment) -> None:
@@ -257,8 +274,12 @@ def restore_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: st
     if not ray.tune.Tuner.can_restore(path):
         raise ConfigError(f"resume=True: {path} has no Tune experiment state to restore.")
     LOGGER.info("Resuming %s: finished trials are kept, unfinished trials continue from their last epoch.", path)
-    return ray.tune.Tuner.restore(path, trainable(job), resume_unfinished=True, resume_errored=True)
+    tuner = ray.tune.Tuner.restore(path, trainable(job), resume_unfinished=True, resume_errored=True)
+    # Tune restores its own settings from the experiment; the ones a resume may change are put back from ``spec``.
+    set_restored_settings(tuner, time_budget_s=spec.time_budget_s, max_concurrent=cap,
+                          callbacks=driver_callbacks(spec, job, exp_dir))
+    return tuner
 
 
-__all__ = ["build_job", "build_tuner", "check_dashboard", "concurrency_cap", "experiment_dir",
-           "make_sampler", "run_experiment", "trial_footprint"]
+__all__ = ["build_job", "build_tuner", "check_dashboard", "concurrency_cap", "driver_callbacks", "experiment_dir",
+           "make_sampler", "record_experiment", "run_experiment", "trial_footprint"]
