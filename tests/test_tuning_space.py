@@ -47,7 +47,8 @@ def test_defaults_resources_and_max_t(tmp_path: Path):
     assert (spec.num_samples, spec.scheduler, spec.grace_period, spec.reduction_factor) == (10, "asha", 1, 3.0)
     assert (spec.patience, spec.time_budget_s, spec.max_concurrent_trials) == (None, None, None)
     assert (spec.sampler, spec.n_startup_trials) == ("tpe", 10)  # Optuna's default start-up
-    assert spec.train["num_workers"] == 2 and spec.train["device"] == "" and spec.train["cpus_per_worker"] == 4
+    # gpu: true means GPUs (device=cuda): a cluster without any is refused, not trained on CPUs (test_cluster_nodes)
+    assert spec.train["num_workers"] == 2 and spec.train["device"] == "cuda" and spec.train["cpus_per_worker"] == 4
     assert spec.max_epochs == 5  # epochs fixed: ASHA's max_t is the fixed epochs
     spec = load_space(write_space(tmp_path, space={"epochs": {"type": "randint", "low": 3, "high": 9}}))
     assert spec.max_epochs == 8  # randint excludes high

@@ -77,6 +77,72 @@ def quiet_train_worker_logs() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+# The cluster launcher (`ray up`) writes the autoscaler's config on the head here; Ray Tune itself takes the file as
+# the sign of an autoscaling cluster (ray/tune/execution/cluster_info.py).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+# Ray's autoscaler (v1) runs as this script on the head, started with --gcs-address= and --autoscaling-config=.
+MONITOR_SCRIPT = "autoscaler/_private/monitor.py"
+
+
+def cluster_config_node_groups() -> list[tuple[str, dict[str, float], int]]:
+    """Ray's own record of the node groups an autoscaler may start (``ray._private.state.state.get_cluster_config``,
+    which Ray Train and Ray Data read; filled by autoscaler v2 setups such as KubeRay): ``(name, resources,
+    max_count)`` each, max_count -1 meaning no limit. Empty when Ray keeps none (the v1 autoscaler of ``ray up``)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # another Ray version, or no record: fall back to the other sources
+        return []
+    if config is None:
+        return []
+    return [(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
+            for g in config.node_group_configs]
+
+
+def autoscaling_config_file(gcs_address: str) -> str | None:
+    """The config file of the autoscaler serving the cluster at ``gcs_address``, when it runs on this machine.
+
+    Ray exposes no API for it: the v1 autoscaler (``ray up``'s) is a process on the head whose command line names the
+    cluster's GCS and the config (``--autoscaling-config=``), so this reads the command lines of this machine's
+    processes; else :data:`BOOTSTRAP_CONFIG`, where the cluster launcher puts it. None when neither is here (a
+    driver off the head, or a cluster without an autoscaler).
+    """
+    import psutil
+
+    port = gcs_address.rsplit(":", 1)[-1]
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info.get("cmdline") or []
+        if not any(a.endswith(MONITOR_SCRIPT) for a in args):
+            continue
+        options = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+        if options.get("gcs-address", "").rsplit(":", 1)[-1] == port and options.get("autoscaling-config"):
+            return os.path.expanduser(options["autoscaling-config"])
+    bootstrap = os.path.expanduser(BOOTSTRAP_CONFIG)
+    return bootstrap if os.path.isfile(bootstrap) else None
+
+
+# Ray's usage statistics: the variable wins over the file `ray enable-usage-stats` / `ray disable-usage-stats` write
+# (ray/_common/usage/usage_lib.py, _usage_stats_enabledness); RAY_USAGE_STATS_CONFIG_PATH moves the file.
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
+USAGE_STATS_FILE = "~/.ray/config.json"
+
+
+def usage_stats_chosen() -> bool:
+    """Whether the user chose about Ray's usage statistics: the variable set, or a ``usage_stats`` entry in Ray's
+    config file. Otherwise Ray reports them by default, which a local raytrain run turns off."""
+    import json
+
+    if os.environ.get(USAGE_STATS_ENV) is not None:
+        return True
+    path = os.path.expanduser(os.environ.get("RAY_USAGE_STATS_CONFIG_PATH", USAGE_STATS_FILE))
+    try:
+        with open(path) as f:
+            return "usage_stats" in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def dashboard_url() -> str | None:
     """The running Ray's dashboard URL (``http://...``), or None when it has none.
 

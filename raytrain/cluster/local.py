@@ -33,6 +33,9 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, gpu_ids: Seque
       the work; at nice 15 it gets a fraction of a busy machine's CPU (measured by ``bench/throughput.py``).
     - No preemption watcher: it watches for cloud nodes being drained, which a machine's own Ray has none of, and
       like every Ray worker process it costs CPU while training runs (``bench/ray_idle_cpu.py``).
+    - Ray's usage statistics are off (``RAY_USAGE_STATS_ENABLED=0`` for the start) unless the user chose: the
+      variable set either way, or ``ray enable-usage-stats`` (:func:`compat.usage_stats_chosen`). A local run
+      promises no network; Ray would otherwise report usage from the dashboard.
     - ``gpu_ids`` (``device=0,1``): the local Ray schedules only these GPUs. Ray reads ``CUDA_VISIBLE_DEVICES`` once,
       when its node starts, so it is set for the start only and the caller's environment is restored afterwards
       (an explicit ``CUDA_VISIBLE_DEVICES`` of the user's wins). Ignored when connecting to a cluster.
@@ -47,7 +50,8 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, gpu_ids: Seque
         LOGGER.info("Starting a local Ray (dashboard at %s).", url)
         visible = {} if gpu_ids is None or "CUDA_VISIBLE_DEVICES" in os.environ else \
             {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_ids))}
-        with scoped_environ(visible):
+        quiet = {} if compat.usage_stats_chosen() else {compat.USAGE_STATS_ENV: "0"}
+        with scoped_environ({**visible, **quiet}):
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
                      runtime_env={"env_vars": compat.local_ray_env(url),
                                   "worker_process_setup_hook": compat.setup_worker},

@@ -128,7 +128,8 @@ def build_trainer(plan: RunPlan, *, ray_callbacks: Sequence[Any] = (), driver_no
     )
     scaling = ray.train.ScalingConfig(num_workers=devices.num_workers, use_gpu=gpu,
                                       resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                            **({"GPU": cfg.gpu_share} if gpu else {})})
+                                                            **({"GPU": cfg.gpu_share} if gpu else {}),
+                                                            **(cfg.worker_resources or {})})
     return TorchTrainer(train_worker, train_loop_config=worker_config(plan, driver_node), scaling_config=scaling,
                         run_config=run_config)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
+from raytrain.cluster.nodes import ClusterShape, format_resources
 from raytrain.tuning.space import TuneSpec
 
 
@@ -22,17 +23,22 @@ def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[f
     return [grace_period * reduction_factor**k for k in range(count)]
 
 
-def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: Mapping[str, float], *, ray_source: str) -> str:
+def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | Mapping[str, float], *,
+             ray_source: str) -> str:
     """The experiment plan as text: trials, searched keys, fixed arguments, resources, concurrency, stopping rules,
-    storage and tracking. ``train``: the resolved fixed arguments; ``cluster``: the Ray resources it would use."""
+    storage and tracking. ``train``: the resolved fixed arguments; ``cluster``: the node types (or plain resource
+    totals) of the Ray it would use."""
     from raytrain.cluster.storage import resolve_storage
     from raytrain.config import FIELDS, make_config
     from raytrain.tracking import resolve_wandb_mode
-    from raytrain.tuning.orchestrate import concurrency_cap, experiment_dir, trial_footprint
+    from raytrain.tuning.capacity import as_shape, concurrency_cap, trial_footprint
+    from raytrain.tuning.orchestrate import experiment_dir
     from raytrain.tuning.trial import trial_overrides
 
     base = make_config(train)
-    workers, cpus, gpus = trial_footprint(base, cluster.get("GPU", 0))
+    shape = as_shape(cluster)
+    footprint = trial_footprint(base, shape)
+    workers, cpus, gpus = footprint.workers, footprint.cpus, footprint.gpus
     defaults = {k: f.default_factory() if callable(f.default_factory) else f.default for k, f in FIELDS.items()}
     job = SimpleNamespace(experiment_dir="", wandb_project="", wandb_mode="", workers=1)  # only the keys are wanted
     per_trial = set(trial_overrides(job, "-")) | {"storage"}  # every trial sets its own
@@ -41,16 +47,18 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: Mapping[str, flo
     lines = [
         f"Dry run of {spec.source}: nothing was started.",
         f"Experiment folder: {experiment_dir(spec)}{' (resumed)' if spec.resume else ''}",
-        f"Ray: {ray_source}: {_resources(cluster)}",
+        f"Ray: {ray_source}: {_resources(shape)}",
         f"Trials: {spec.num_samples}, {_sampler(spec)}; objective: {spec.mode} {spec.metric}",
         "Searched:",
         *(f"  {name}: {_param(param)}" for name, param in spec.space.items()),
         "Fixed (besides the defaults):",
         *(f"  {key}={value}" for key, value in fixed.items()),
-        f"Per trial: {workers} worker(s), {cpus:g} CPU(s){f', {gpus:g} GPU(s)' if gpus else ''}; "
+        f"Per trial: {workers} worker(s), {cpus:g} CPU(s){f', {gpus:g} GPU(s)' if gpus else ''}"
+        + (f" (each worker {format_resources(footprint.worker)})" if set(footprint.worker) - {"CPU", "GPU"} else "")
+        + "; "
         + ("trains in the Tune trial's own process (reused between trials)" if workers == 1
            else "a Ray Train TorchTrainer (DDP) per trial"),
-        f"At once: {concurrency_cap(spec, cluster)} trial(s)",
+        f"At once: {concurrency_cap(spec, shape)} trial(s)",
         f"Stopping: {_stopping(spec)}",
         f"Storage: {resolve_storage(spec.storage, spec.project)}",
         f"Trackers: {', '.join(base.loggers) or 'none'}"
@@ -59,8 +67,13 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: Mapping[str, flo
     return "\n".join(lines)
 
 
-def _resources(cluster: Mapping[str, float]) -> str:
-    return ", ".join(f"{cluster.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+def _resources(shape: ClusterShape) -> str:
+    if shape.can_grow:  # the node types the autoscaler may start
+        return "can add nodes: " + "; ".join(
+            f"{t.name} {format_resources(t.resources)} x{'any' if t.max_nodes is None else t.max_nodes}"
+            for t in shape.node_types)
+    totals = shape.totals
+    return ", ".join(f"{totals.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
 
 
 def _sampler(spec: TuneSpec) -> str:
@@ -112,27 +125,28 @@ def local_resources() -> dict[str, float]:
 def run_dry(spec: TuneSpec) -> str:
     """Check everything a run would check and return the plan (:func:`describe`); starts no trial.
 
-    With Ray already running (the API), its resources; with ``address=`` / ``RAY_ADDRESS``, the cluster's (connected
-    to for the reading only); else this machine's.
+    With Ray already running (the API), its node types or nodes; with ``address=`` / ``RAY_ADDRESS``, the
+    cluster's (connected to for the reading only); else this machine's.
     """
     import os
 
     import ray
 
+    from raytrain.cluster.nodes import max_gpus, read_cluster_shape
     from raytrain.tuning.orchestrate import resolve_train_args
 
     address = spec.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
-        cluster, source = dict(ray.cluster_resources()), "the running Ray"
+        cluster, source = read_cluster_shape(), "the running Ray"
     elif address not in (None, "", "local"):
         ray.init(address=address, log_to_driver=False)
         try:
-            cluster, source = dict(ray.cluster_resources()), f"the cluster at {address}"
+            cluster, source = read_cluster_shape(), f"the cluster at {address}"
         finally:
             ray.shutdown()
     else:
-        cluster, source = local_resources(), "a local Ray on this machine"
-    train = resolve_train_args(spec, gpus_available=int(cluster.get("GPU", 0)))
+        cluster, source = ClusterShape.fixed(local_resources(), "this machine"), "a local Ray on this machine"
+    train = resolve_train_args(spec, gpus_available=max_gpus(cluster))
     return describe(spec, train, cluster, ray_source=source)
 
 

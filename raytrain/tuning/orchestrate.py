@@ -22,9 +22,11 @@ from typing import Any
 import yaml
 
 from raytrain.cluster.compat import TRIAL_TOKEN_RESOURCES, dashboard_url
+from raytrain.cluster.nodes import ClusterShape
 from raytrain.cluster.storage import join_storage
-from raytrain.config import Config, ConfigError
+from raytrain.config import ConfigError
 from raytrain.files import atomic_write, next_run_dir
+from raytrain.tuning.capacity import concurrency_cap, trial_footprint
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
 from raytrain.tuning.results import summarize
 from raytrain.tuning.resume import set_restored_settings, write_start
@@ -34,42 +36,6 @@ from raytrain.tuning.stopping import StatusFile, make_patience_stopper, make_sch
 from raytrain.tuning.trial import CHECKPOINT_KEYS, TRAIN_FOLDER, TRIALS_FOLDER, TrialJob, run_trial, trial_name
 
 LOGGER = logging.getLogger("raytrain")
-
-
-# -------------------------------------------------------------------------------------------------- capacity
-def trial_footprint(cfg: Config, gpus_available: float) -> tuple[int, float, float]:
-    """(training workers, CPUs, GPUs) one trial trains on, on a cluster with ``gpus_available`` GPUs.
-
-    ``device=''`` (tune's ``resources.gpu`` unset) trains on GPUs when the cluster has any, else on CPUs.
-    """
-    from raytrain.engine.devices import plan_devices
-
-    devices = plan_devices(cfg.device, cfg.num_workers or 1, int(gpus_available))
-    workers = devices.num_workers
-    return workers, workers * cfg.cpus_per_worker, workers * cfg.gpu_share if devices.accelerator == "cuda" else 0
-
-
-def concurrency_cap(spec: TuneSpec, cluster: Mapping[str, float]) -> int:
-    """How many trials the cluster can train at once: by CPUs, and by GPUs (or GPU shares) for GPU trials.
-
-    Tune does not see the Train workers a trial starts, so it would happily start more trials than there are
-    workers for; they would then wait for resources forever. ``max_concurrent_trials`` may lower the cap.
-    """
-    _, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
-    fits = int((cluster.get("CPU", 0) + 1e-9) // cpus)
-    if gpus and cluster.get("GPU", 0) >= gpus:  # shares count: 0.25 of a GPU fits four times
-        fits = min(fits, int((cluster.get("GPU", 0) + 1e-9) // gpus))
-    if fits < 1:
-        what = f"{gpus:g} GPU(s)" if gpus else f"{cpus:g} CPU(s)"
-        raise ConfigError(f"{spec.source}: resources: one trial needs {what} for its training workers, but the "
-                          f"cluster has {dict(cluster)}: lower resources.workers / cpus_per_worker, or set "
-                          f"gpu: false.")
-    if spec.max_concurrent_trials:
-        if spec.max_concurrent_trials > fits:
-            LOGGER.warning("max_concurrent_trials=%d but the cluster holds %d trial(s) at once now: the others "
-                           "wait for workers (fine on an autoscaling cluster).", spec.max_concurrent_trials, fits)
-        return spec.max_concurrent_trials
-    return fits
 
 
 # -------------------------------------------------------------------------------------------------- experiment
@@ -121,15 +87,16 @@ def check_dashboard(spec: TuneSpec) -> str | None:
 
 
 def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str, Any],
-              cluster: Mapping[str, float]) -> TrialJob:
+              cluster: ClusterShape | Mapping[str, float]) -> TrialJob:
     """The trials' shared job; starts the experiment's tracker records (e.g. MLflow's parent run) once."""
     from raytrain.cluster.sync import current_node_id
     from raytrain.tracking import start_experiment
 
-    workers, cpus, gpus = trial_footprint(spec.base_config, cluster.get("GPU", 0))
-    # A one-worker trial trains in its own process, which reserves the trial's CPUs and GPU; a multi-worker trial's
-    # process reserves only a token (its Ray Train workers reserve the real resources).
-    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})} if workers == 1 else dict(TRIAL_TOKEN_RESOURCES)
+    footprint = trial_footprint(spec.base_config, cluster)
+    workers = footprint.workers
+    # A one-worker trial trains in its own process, which reserves the trial's CPUs and GPU (and custom resources);
+    # a multi-worker trial's process reserves only a token (its Ray Train workers reserve the real resources).
+    resources = dict(footprint.worker) if workers == 1 else dict(TRIAL_TOKEN_RESOURCES)
     project = spec.wandb_project or Path(spec.project).name
     tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
@@ -141,7 +108,7 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
         train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
         tune_storage=join_storage(storage_root, exp_dir.name), wandb_project=project,
         wandb_mode=spec.wandb_mode, metric=spec.metric, workers=workers, resources=resources, tracking=tracking,
-        checkpoints=checkpoints, driver_node=current_node_id(),
+        checkpoints=checkpoints, driver_node=current_node_id(), gpus_available=footprint.gpus_available,
     )
 
 
@@ -216,8 +183,7 @@ def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None, *,
 
     Also after Ctrl-C: the reports and plots show what ran so far, then the interrupt propagates.
     """
-    import ray
-
+    from raytrain.cluster.nodes import read_cluster_shape
     from raytrain.cluster.storage import resolve_storage
 
     exp_dir = experiment_dir(spec)
@@ -226,7 +192,7 @@ def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None, *,
         from raytrain.cluster.storage import require_shared_storage
 
         require_shared_storage(storage_root)
-    cluster = ray.cluster_resources()
+    cluster = read_cluster_shape()  # node types when the cluster can grow: GPU nodes may not exist yet
     cap = concurrency_cap(spec, cluster)
     dashboard = check_dashboard(spec)
     base = spec.base_config

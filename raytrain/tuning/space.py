@@ -46,7 +46,7 @@ SETTINGS = (
     *PBT_SETTINGS,
 )
 SECTIONS = ("train", "space", "resources")
-RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker")
+RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker", "custom")
 # key=value overrides that are not Config fields: ``raytrain tune`` accepts them besides every Config key (the CLI
 # reads this list; points_to_evaluate is a list of mappings, which key=value cannot spell).
 CLI_KEYS = tuple(k for k in (*SETTINGS, "gpu") if k not in FIELDS and k != "points_to_evaluate")
@@ -190,7 +190,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str)
 
 
 def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``resources:`` (workers, gpu, cpus_per_worker per trial) as the Config fields that mean the same."""
+    """``resources:`` (workers, gpu, cpus_per_worker, custom per trial) as the Config fields that mean the same
+    (``custom``: other Ray resources per worker, fit's ``worker_resources``)."""
     out: dict[str, Any] = {}
     for key in resources:
         if key not in RESOURCE_KEYS:
@@ -199,6 +200,8 @@ def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, A
         out["num_workers"] = resources["workers"]
     if "cpus_per_worker" in resources:
         out["cpus_per_worker"] = resources["cpus_per_worker"]
+    if "custom" in resources:
+        out["worker_resources"] = resources["custom"]
     if "gpu" in resources:
         out.update(_gpu_resources(resources["gpu"], int(resources.get("workers") or 1), where))
     return out
@@ -206,14 +209,17 @@ def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, A
 
 def _gpu_resources(gpu: Any, workers: int, where: str) -> dict[str, Any]:
     """``resources.gpu``: ``false`` (CPU), ``true`` or ``1`` (one GPU per worker), or a share of one GPU in (0, 1)
-    for a one-worker trial (``0.25`` packs four trials on a GPU), as Config's ``device`` and ``gpu_share``."""
+    for a one-worker trial (``0.25`` packs four trials on a GPU), as Config's ``device`` and ``gpu_share``.
+
+    ``true`` and a share mean GPUs (``device=cuda``): a cluster that has none and cannot add any is refused
+    (:func:`raytrain.tuning.capacity.trial_footprint`), not trained on CPUs."""
     if isinstance(gpu, str):
         text = gpu.strip().lower()
         with contextlib.suppress(ValueError):
             gpu = float(text)
         gpu = {"true": True, "false": False}.get(text, gpu)
     if isinstance(gpu, bool):
-        return {"device": "" if gpu else "cpu"}
+        return {"device": "cuda" if gpu else "cpu"}
     if not isinstance(gpu, (int, float)) or not math.isfinite(gpu):
         raise ConfigError(f"{where}: resources.gpu: expected true, false or a share of one GPU like 0.25, "
                           f"got {gpu!r}.")
@@ -226,7 +232,7 @@ def _gpu_resources(gpu: Any, workers: int, where: str) -> dict[str, Any]:
     if gpu < 1 and workers > 1:
         raise ConfigError(f"{where}: resources.gpu: a share of a GPU ({gpu:g}) needs workers: 1; Ray could place "
                           f"the {workers} data-parallel workers on one GPU, which NCCL refuses.")
-    return {"device": "", "gpu_share": float(gpu)}
+    return {"device": "cuda", "gpu_share": float(gpu)}
 
 
 def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:

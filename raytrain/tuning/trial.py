@@ -58,6 +58,9 @@ class TrialJob:
     # its checkpoints, for raytrain.cluster.sync.TrialFolderMirror to copy into its run folder on the driver's
     # machine ('' = the trial's own node).
     driver_node: str = ""
+    # The GPUs a trial plans its run with (fit's device plan), decided on the driver from the node types: a trial
+    # placed before the autoscaler's GPU nodes joined would otherwise count none and train on CPUs. None: ask Ray.
+    gpus_available: int | None = None
 
 
 def trial_name(trial: Any) -> str:
@@ -110,7 +113,8 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     (save_dir / FATAL_FILE).unlink(missing_ok=True)  # an earlier attempt's
     try:
         cfg = trial_config(job, params, name)
-        plan = prepare_run(cfg, save_dir=save_dir, run_name=name, storage_path=job.train_storage,
+        plan = prepare_run(cfg, gpus_available=job.gpus_available, save_dir=save_dir, run_name=name,
+                           storage_path=job.train_storage,
                            tracking=trial_tracking(job, trial_id, name, params), resolved=True,
                            states=join_storage(job.tune_storage, name) if job.workers == 1 else None)
     except ConfigError as e:  # the same for every attempt: end the trial once (the driver marks it "error")
