@@ -108,7 +108,7 @@ class OurRule:
         from raytrain.tuning.stopping import RungRule, asha_rungs
 
         self.metric = metric
-        self.rule = RungRule(asha_rungs(grace, reduction, max_t), reduction, mode)
+        self.rule = RungRule(asha_rungs(grace, max_t, reduction), reduction, mode)
 
     def add(self, trial: SimpleNamespace) -> None:
         pass

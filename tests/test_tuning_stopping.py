@@ -38,10 +38,12 @@ def feed(rule: RungRule, histories: dict[str, list[float]], warmups: dict[str, f
     return out
 
 
-def test_rungs_are_asha_s():
-    assert asha_rungs(1, 3, 9) == [1, 3, 9]
-    assert asha_rungs(10, 3, 100) == [10, 30, 90]
-    assert asha_rungs(1, 2, 5) == [1, 2, 4]
+def test_rungs_are_ray_s_and_the_dry_run_s():
+    from raytrain.tuning.dryrun import asha_rungs as printed
+
+    for grace, max_t, rf in [(1, 9, 3), (10, 100, 3), (1, 5, 2), (2, 16, 2)]:
+        assert asha_rungs(grace, max_t, rf) == printed(grace, max_t, rf)
+    assert asha_rungs(1, 9, 3) == [1, 3, 9] and asha_rungs(10, 100, 3) == [10, 30, 90]
 
 
 def test_a_clear_loser_is_cut_with_its_reason():

@@ -9,6 +9,7 @@ improving after its warmup. Tune does not say why it stopped a trial, so each ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,13 @@ def planned_epochs(config: Mapping[str, Any], base_epochs: int) -> int:
     return int(config.get("epochs", base_epochs))
 
 
-def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
-    """ASHA's rungs in epochs: ``grace_period * reduction_factor ** k`` up to ``max_epochs`` (as Ray's one bracket)."""
-    rungs: list[int] = []
-    k = 0
-    while (rung := round(grace_period * reduction_factor ** k)) <= max_epochs:
-        if not rungs or rung > rungs[-1]:
-            rungs.append(rung)
-        k += 1
-    return rungs
+def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
+    """The epochs at which ASHA compares trials, as Ray 2.60's ``_Bracket`` spaces them (``min_t * rf**k``).
+
+    The same as ``raytrain.tuning.dryrun.asha_rungs``, which prints them (it cannot import this module: cycle).
+    """
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor**k for k in range(count)]
 
 
 TIE_MARGIN = 0.1  # a loser must trail the cut-off by 10 % of it ...
@@ -94,13 +93,13 @@ class RungRule:
     Plain data, no Ray: Tune pickles the scheduler holding it, and the tests feed it hand-made histories.
     """
 
-    def __init__(self, rungs: list[int], reduction_factor: float, mode: str, *, margin: float = TIE_MARGIN,
+    def __init__(self, rungs: list[float], reduction_factor: float, mode: str, *, margin: float = TIE_MARGIN,
                  floor: float = TIE_FLOOR) -> None:
         self.rungs, self.mode, self.margin, self.floor = sorted(rungs), mode, margin, floor
         self.quantile = (1 - 1 / reduction_factor) * 100 if mode == "max" else 100 / reduction_factor
-        self.recorded: dict[int, dict[str, float]] = {r: {} for r in self.rungs}
+        self.recorded: dict[float, dict[str, float]] = {r: {} for r in self.rungs}
 
-    def cutoff(self, rung: int) -> float | None:
+    def cutoff(self, rung: float) -> float | None:
         """The value a trial must reach at ``rung`` (None while no trial has been judged there)."""
         values = list(self.recorded[rung].values())
         return float(np.nanpercentile(values, self.quantile)) if values else None
@@ -127,7 +126,7 @@ class RungRule:
         if behind <= max(self.floor, self.margin * abs(cut)):
             return None
         sign = "<" if self.mode == "max" else ">"
-        return f"stopped at rung {rung} (epoch {epoch}): {value:.4g} {sign} cut-off {cut:.4g}"
+        return f"stopped at rung {rung:g} (epoch {epoch}): {value:.4g} {sign} cut-off {cut:.4g}"
 
 
 def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
@@ -142,7 +141,7 @@ def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
 
         return make_pbt(spec, Path(status.path).parent)
     base = spec.base_config.to_dict()
-    rule = RungRule(asha_rungs(spec.grace_period, spec.reduction_factor, spec.max_epochs), spec.reduction_factor,
+    rule = RungRule(asha_rungs(spec.grace_period, spec.max_epochs, spec.reduction_factor), spec.reduction_factor,
                     spec.mode)
     metric = spec.metric
 
@@ -161,7 +160,7 @@ def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
             return TrialScheduler.STOP
 
         def debug_string(self) -> str:
-            return "ASHA rungs " + ", ".join(f"{r}: cut-off {rule.cutoff(r)}" for r in rule.rungs)
+            return "ASHA rungs " + ", ".join(f"{r:g}: cut-off {rule.cutoff(r)}" for r in rule.rungs)
 
     return EpochASHA()
 
