@@ -18,6 +18,7 @@ from typing import Any
 from raytrain import __version__
 from raytrain.config import FIELDS, ConfigError, help_table, keys_in_groups, parse_cli_args, unknown_key_error
 from raytrain.tuning.space import CLI_KEYS as TUNE_KEYS  # what load_space accepts as an override (imports no Ray)
+from raytrain.export.spec import BENCHMARK_KEYS, EXPORT_KEYS  # imports no torch
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -89,6 +90,33 @@ COMMANDS: dict[str, Command] = {
         target="raytrain.engine.predict:main",
         keys=("model", "source", "imgsz", "conf", "iou", "max_det", "device", "project", "name", "exist_ok"),
         example="raytrain predict model=runs/detect/train/weights/best.pt source=images/",
+    ),
+    "export": Command(
+        summary="export a checkpoint to ONNX, OpenVINO or TorchScript, metadata inside, checked against PyTorch",
+        usage="raytrain export model=CKPT format=onnx|openvino|torchscript [imgsz batch dynamic half opset simplify\n"
+              "                nms conf iou max_det device]\n\n"
+              "Writes beside the checkpoint: best.onnx, best_openvino_model/, best.torchscript. nms unset: the\n"
+              "decoded one-to-many output (B, 4+nc, A), NMS at run time; nms=False: YOLO26's NMS-free top-k\n"
+              "(B, max_det, 6); nms=True: NMS inside the graph (conf default 0.25). half: float16 (a GPU for onnx\n"
+              "and torchscript). The last line says how the file compared with PyTorch on a fixed input.\n"
+              "raytrain val / predict take the exported file as model=. See docs/export.md.",
+        target="raytrain.export.api:main",
+        keys=("model", "imgsz", "batch", "conf", "iou", "max_det", "device"),
+        example="raytrain export model=runs/detect/train/weights/best.pt format=onnx imgsz=320",
+        extra_keys=EXPORT_KEYS,
+    ),
+    "benchmark": Command(
+        summary="per export format: file size, mAP50-95 on the val split, latency median/p90 (batch 1); table + CSV",
+        usage="raytrain benchmark model=CKPT [formats=pt,onnx,openvino,torchscript data imgsz half dynamic nms\n"
+              "                   threads runs=100 device project name]\n\n"
+              "Exports the checkpoint to each format (into the benchmark folder), validates each file with the\n"
+              "same letterbox and post-processing, then times batch-1 inference after warm-up on one fixed image\n"
+              "(threads: torch, ONNX Runtime and OpenVINO all get the same count, printed).",
+        target="raytrain.export.benchmark:main",
+        keys=("model", "data", "imgsz", "batch", "split", "conf", "iou", "max_det", "device", "workers", "project",
+              "name", "exist_ok"),
+        example="raytrain benchmark model=runs/detect/train/weights/best.pt data=shapes imgsz=320",
+        extra_keys=BENCHMARK_KEYS,
     ),
     "convert": Command(
         summary="convert Ultralytics YOLOv8 detection weights to a raytrain checkpoint",
