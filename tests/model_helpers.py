@@ -27,3 +27,62 @@ def ultralytics_pickle(path: Path, monkeypatch) -> Path:
     for name in (tasks.__name__, "ultralytics.nn", "ultralytics"):
         monkeypatch.delitem(sys.modules, name)
     return path
+
+
+def fake_ultralytics_checkpoint(path: Path, model, monkeypatch, *, names: dict | None = None,
+                                extra: dict | None = None) -> Path:
+    """An Ultralytics-layout ``.pt`` (as its trainer and strip_optimizer write it) without ultralytics installed.
+
+    ``model`` (a raytrain DetectionModel, whose keys are Ultralytics' by construction) is copied into a tree of
+    stand-in classes named like Ultralytics' (``ultralytics.nn.tasks.DetectionModel``, ``...modules.<our class>``)
+    while torch.nn modules stay themselves, in fp16, and saved as ``{"model": tree, "ema": None, "train_args": ...}``.
+    ``extra``: more attributes of the top-level model, pickled as they are (e.g. a crafted payload).
+    The stand-in modules are removed from ``sys.modules`` afterwards, as on a machine without ultralytics.
+    """
+    import collections
+    import copy
+    import sys
+    import types
+
+    import torch
+    from torch import nn
+
+    created: dict[str, types.ModuleType] = {}
+
+    def stand_in(module_name: str, class_name: str) -> type:
+        parts = module_name.split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            if name not in created:
+                created[name] = types.ModuleType(name)
+                monkeypatch.setitem(sys.modules, name, created[name])
+        cls = getattr(created[module_name], class_name, None)
+        if cls is None:
+            cls = type(class_name, (), {"__module__": module_name, "__qualname__": class_name})
+            setattr(created[module_name], class_name, cls)
+        return cls
+
+    def copy_tree(module: nn.Module, top: bool = False) -> object:
+        if type(module).__module__.startswith("torch.nn."):
+            out = copy.copy(module)  # a real torch.nn module, pickled as itself; its own __dict__
+        elif top:
+            out = object.__new__(stand_in("ultralytics.nn.tasks", "DetectionModel"))
+            out.__dict__.update({k: v for k, v in module.__dict__.items() if k.startswith("_")})
+        else:  # module bookkeeping and plain values; raytrain-only attributes (e.g. its family spec) left out
+            out = object.__new__(stand_in("ultralytics.nn.modules.block", type(module).__name__))
+            out.__dict__.update({k: v for k, v in module.__dict__.items()
+                                 if k.startswith("_") or isinstance(v, (bool, int, float, str, torch.Tensor))})
+        out.__dict__["_modules"] = collections.OrderedDict(
+            (k, None if v is None else copy_tree(v)) for k, v in module._modules.items())
+        return out
+
+    half = copy.deepcopy(model).half()
+    tree = copy_tree(half, top=True)
+    tree.__dict__.update(yaml={"nc": model.nc, "scale": model.arch[-1]}, stride=half.stride.float(), task="detect",
+                         names=names if names is not None else {i: f"class{i}" for i in range(model.nc)},
+                         **(extra or {}))
+    torch.save({"date": "2026-01-01", "version": "8.4.190", "epoch": -1, "model": tree, "ema": None,
+                "optimizer": None, "train_args": {"task": "detect", "imgsz": 640}}, path)
+    for name in created:
+        monkeypatch.delitem(sys.modules, name)
+    return path

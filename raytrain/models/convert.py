@@ -7,13 +7,13 @@ and the class count from the class-output convolution (``model.22.cv3.0.2.weight
 Two sources are accepted:
 
 - a file holding a plain ``DetectionModel.state_dict()`` (tensors only), read with ``weights_only=True``;
-- an Ultralytics ``.pt`` checkpoint (pickled Python objects), only when the ``ultralytics`` package is importable.
-  Unpickling runs code stored in the file: convert only files you trust.
+- an Ultralytics ``.pt`` checkpoint (pickled Python objects), read without the ``ultralytics`` package by a
+  restricted unpickler (:mod:`raytrain.models.ultralytics_pickle`): nothing stored in the file runs, and a file naming
+  any other global (function, class) is refused with that name.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import pickle
 from collections.abc import Mapping
@@ -24,6 +24,7 @@ import torch
 
 from raytrain.config import ConfigError, read_yaml_mapping
 from raytrain.models.checkpoint import FORMAT, CheckpointError, is_pickle_file, make_checkpoint, save_checkpoint
+from raytrain.models.ultralytics_pickle import read_ultralytics_checkpoint
 from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
 
 LOGGER = logging.getLogger("raytrain")
@@ -33,17 +34,13 @@ CLASS_KEY = "model.22.cv3.0.2.weight"
 # Stem filters (64 * width) -> scale.
 ARCH_BY_STEM_WIDTH = {16: "yolov8n", 32: "yolov8s", 48: "yolov8m", 64: "yolov8l", 80: "yolov8x"}
 
-EXPORT_HINT = ("or, where ultralytics is installed, save a plain state_dict and convert that: "
-               "python -c \"import torch; from ultralytics import YOLO; "
-               "torch.save(YOLO('best.pt').model.float().state_dict(), 'sd.pt')\"")
-
 
 def read_source(src: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """The detection state_dict in ``src`` and the class names when the file has them.
 
     Raises:
         CheckpointError: not a YOLOv8 detection state_dict or Ultralytics checkpoint, or a pickled checkpoint
-            without ``ultralytics`` installed.
+            naming a global outside the allow-list (refused before anything runs).
     """
     src = Path(src).expanduser()
     if not src.is_file():
@@ -70,29 +67,13 @@ def read_source(src: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | N
 
 
 def _read_pickled_ultralytics(src: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
-    """Unpickle an Ultralytics checkpoint through the ultralytics package (runs code from the file)."""
-    if importlib.util.find_spec("ultralytics") is None:
-        raise CheckpointError(
-            f"{src} is a pickled checkpoint (Python objects, e.g. an Ultralytics .pt). Reading it needs the "
-            f"ultralytics package (pip install ultralytics; unpickling runs code from the file, so only for files you "
-            f"trust), {EXPORT_HINT}.")
-    import ultralytics.nn.tasks  # noqa: F401  (the classes the pickle refers to)
-
-    LOGGER.warning("Unpickling %s with ultralytics: this runs code stored in the file; only convert files you trust.",
-                   src)
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    model = None
-    if isinstance(ckpt, Mapping):
-        model = ckpt["ema"] if ckpt.get("ema") is not None else ckpt.get("model")
-    elif isinstance(ckpt, torch.nn.Module):
-        model = ckpt
-    if not isinstance(model, torch.nn.Module):
-        raise CheckpointError(f"{src}: no model found in this pickled checkpoint (keys: "
-                              f"{sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__}).")
-    if type(model).__name__ != "DetectionModel":
-        raise CheckpointError(f"{src} holds an Ultralytics {type(model).__name__}; only detection models "
-                              f"(DetectionModel) convert to raytrain.")
-    return dict(model.float().state_dict()), _names_list(getattr(model, "names", None))
+    """The model of a pickled Ultralytics checkpoint, read by the restricted unpickler (no code from the file runs;
+    the ``ultralytics`` package is not needed)."""
+    ckpt = read_ultralytics_checkpoint(src)
+    if ckpt.model_class != "ultralytics.nn.tasks.DetectionModel":
+        raise CheckpointError(f"{src} holds a pickled {ckpt.model_class}; only Ultralytics detection models "
+                              f"(ultralytics.nn.tasks.DetectionModel) convert to raytrain.")
+    return ckpt.state_dict, ckpt.names
 
 
 def _names_list(names: Any) -> list[str] | None:
@@ -160,7 +141,7 @@ def convert(src: str | Path, out: str | Path, names: Any = None) -> Path:
     """Convert Ultralytics YOLOv8 detection weights in ``src`` to a raytrain checkpoint at ``out``.
 
     Args:
-        src: a plain DetectionModel state_dict file, or an Ultralytics .pt (needs ultralytics; runs pickled code).
+        src: a plain DetectionModel state_dict file, or an Ultralytics .pt (read safely, without ultralytics).
         out: where to write the raytrain checkpoint.
         names: class names (list, "a,b,c", or a dataset YAML); default: the checkpoint's, else "0", "1", ...
 
