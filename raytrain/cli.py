@@ -71,10 +71,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "results": Command(
         summary="show a tune experiment's ranked trials, redraw its plots and Optuna's analysis (finished or running)",
-        usage="raytrain results EXPERIMENT_DIR",
+        usage="raytrain results EXPERIMENT_DIR [pick=\"latency_ms<=8\"]   (pick: the best trial within the bounds)",
         target="raytrain.tuning.results:main",
         keys=(),
         example="raytrain results runs/tune/quickstart",
+        extra_keys=("pick",),
     ),
     "val": Command(
         summary="validate a checkpoint: COCO mAP50, mAP50-95, P, R per class; metrics.json, predictions.json",

@@ -7,10 +7,11 @@ and each trial folder's ``result.json`` (Tune's per-epoch results, one JSON obje
 
 How a trial ended (``end`` column): ``completed`` (ran all its epochs), ``asha-stopped`` (ASHA cut it at a rung),
 ``patience-stopped`` (no improvement of the metric for ``patience`` epochs), ``time-budget`` (the experiment's
-``time_budget_s`` ran out while it trained), ``error`` (failed after its retries, or at once on an error no retry
-can fix), ``lost`` (started just before a killed driver last saved Tune's state, so a resumed experiment could not
-continue it), ``running`` / ``pending`` (the experiment is still going, or was interrupted: ``resume=True``
-continues it).
+``time_budget_s`` ran out while it trained), ``infeasible`` (its model broke a constraint, e.g. ``latency_ms``, when
+measured before training: it trained no epoch, and the reason is in ``error``), ``error`` (failed after its
+retries, or at once on an error no retry can fix), ``lost`` (started just before a killed driver last saved Tune's
+state, so a resumed experiment could not continue it), ``running`` / ``pending`` (the experiment is still going, or
+was interrupted: ``resume=True`` continues it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ SPACE_FILE = "tune_space.yaml"
 # Not .json/.pkl: Tune copies those top-level files into its driver staging folder on restore and syncs them back
 # over the experiment folder, which would undo the updates made after the restore.
 STATUS_FILE = "trial_status.yaml"
-ENDS = ("completed", "asha-stopped", "patience-stopped", "time-budget", "error", "lost", "running", "pending")
+ENDS = ("completed", "asha-stopped", "patience-stopped", "time-budget", "infeasible", "error", "lost", "running",
+        "pending")
 
 
 @dataclass
@@ -84,11 +86,20 @@ class Experiment:
 
     @property
     def metric(self) -> str:
-        return self.space.get("metric", FITNESS)
+        """The (first) objective: what trials are ranked by, as with one objective."""
+        return self.objectives[0][0]
 
     @property
     def mode(self) -> str:
-        return self.space.get("mode", "max")
+        return self.objectives[0][1]
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """Every (objective, mode) of the search: several when the space's ``metric:`` is a list."""
+        metric, mode = self.space.get("metric", FITNESS), self.space.get("mode", "max")
+        if isinstance(metric, list):
+            return list(zip(metric, mode, strict=True))
+        return [(metric, mode)]
 
     @property
     def param_names(self) -> list[str]:

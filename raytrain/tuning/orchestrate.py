@@ -28,6 +28,7 @@ from raytrain.config import ConfigError
 from raytrain.files import atomic_write, next_run_dir
 from raytrain.tuning.capacity import concurrency_cap, trial_footprint
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
+from raytrain.tuning.objectives import trial_deploy
 from raytrain.tuning.results import summarize
 from raytrain.tuning.resume import set_restored_settings, write_start
 from raytrain.tuning.space import TuneSpec
@@ -104,6 +105,7 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
                    if key in spec.space for value in spec.space[key].values
                    if isinstance(value, str) and value.endswith(".pt")}
     return TrialJob(
+        deploy=trial_deploy(spec),
         train=train, param_names=tuple(spec.space), experiment=exp_dir.name, experiment_dir=str(exp_dir),
         train_storage=join_storage(storage_root, exp_dir.name, TRAIN_FOLDER),
         tune_storage=join_storage(storage_root, exp_dir.name), wandb_project=project,
@@ -113,12 +115,10 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
 
 
 def make_sampler(spec: TuneSpec) -> Any:
-    """Optuna's sampler for the space: TPE (random for its first ``n_startup_trials`` trials) or random, seeded."""
-    import optuna
+    """Optuna's sampler for the space (:func:`raytrain.tuning.search.make_sampler`: TPE, NSGA-II or random)."""
+    from raytrain.tuning.search import make_sampler as sampler
 
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.search_seed, n_startup_trials=spec.n_startup_trials)
-    return optuna.samplers.RandomSampler(seed=spec.search_seed)
+    return sampler(spec)
 
 
 def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str, cap: int,
@@ -127,7 +127,6 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
     for ``scheduler: pbt``, a random (seeded) first population evolved by PBT (:mod:`raytrain.tuning.pbt`)."""
     import ray.tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     status = StatusFile(exp_dir / STATUS_FILE)
     param_space, keep = None, 2  # a trial resumes from its latest checkpoint
@@ -136,9 +135,10 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
 
         search_alg, param_space, keep = pbt_search(spec, cap)
     else:
-        search_alg = ConcurrencyLimiter(OptunaSearch(
-            space=spec.sample_space, metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
-            points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None), max_concurrent=cap)
+        from raytrain.tuning.search import make_search
+
+        # Optuna, with its study on disk in the experiment folder (one or several objectives, constraints).
+        search_alg = ConcurrencyLimiter(make_search(spec, exp_dir), max_concurrent=cap)
     tune_config = ray.tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
         search_alg=search_alg, scheduler=make_scheduler(spec, status),

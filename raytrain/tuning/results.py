@@ -24,28 +24,42 @@ class Summary:
     experiment: Experiment
     importance: Any = None  # raytrain.tuning.analysis.Importance, when plots were drawn
     plots: list[Path] = field(default_factory=list)
+    front: list[Any] = field(default_factory=list)  # several objectives: the Pareto front (raytrain.tuning.pareto)
 
 
 def summarize(path: str | Path, plots: bool = True) -> Summary:
-    """Read an experiment folder and (re)write ``trials.csv``, ``best.yaml``, ``best.pt`` and the plots."""
+    """Read an experiment folder and (re)write ``trials.csv``, ``best.yaml``, ``best.pt`` and the plots; with several
+    objectives also ``pareto.csv``, ``pareto/`` and ``pareto_front.png`` (:mod:`raytrain.tuning.pareto`)."""
     exp = load_experiment(path)
     write_trials_csv(exp)
     write_best(exp)
+    front = []
+    if len(exp.objectives) > 1:
+        from raytrain.tuning.pareto import write_pareto
+
+        front = write_pareto(exp)
     if not plots:
-        return Summary(exp)
+        return Summary(exp, front=front)
     from raytrain.tuning.analysis import build_study, param_importance, searched_params
     from raytrain.tuning.plots import plot_experiment
 
     names = list(searched_params(exp))
     study = build_study(exp)
     importance = param_importance(study, names)
-    return Summary(exp, importance, plot_experiment(exp, study, names, importance))
+    drawn = plot_experiment(exp, study, names, importance)
+    if len(exp.objectives) > 1:
+        from raytrain.tuning.pareto import plot_pareto, trial_points
+
+        drawn += [p for p in [plot_pareto(exp, trial_points(exp))] if p is not None]
+    return Summary(exp, importance, drawn, front)
 
 
 def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain results DIR``: the ranked table of a finished or running experiment, and fresh plots."""
+    """``raytrain results DIR [pick="latency_ms<=8"]``: the ranked table of a finished or running experiment, fresh
+    plots, the Pareto front of a multi-objective one, and with ``pick=`` the best trial within the bounds."""
     if len(positional) != 1:
-        raise ConfigError("usage: raytrain results EXPERIMENT_DIR (e.g. runs/tune/quickstart)")
+        raise ConfigError("usage: raytrain results EXPERIMENT_DIR [pick=\"latency_ms<=8\"] "
+                          "(e.g. runs/tune/quickstart)")
     from raytrain.tuning.analysis import format_importance
 
     summary = summarize(positional[0])
@@ -59,6 +73,34 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
         print(f"Best: {best.name} {exp.metric}={value:.6g} (epoch {epoch}); config {exp.path / BEST_YAML}")
     print(format_importance(summary.importance))
     print(f"Table {exp.path / TRIALS_CSV}; plots {', '.join(str(p) for p in summary.plots)}")
+    if len(exp.objectives) > 1:
+        print_front(exp)
+    if args.get("pick") is not None:
+        return print_pick(exp, str(args["pick"]))
+    return 0
+
+
+def print_front(exp: Experiment) -> None:
+    """The Pareto front table and where its files are."""
+    from raytrain.tuning.pareto import PARETO_CSV, PARETO_DIR, format_front, pareto_front, trial_points
+
+    points = trial_points(exp)
+    print("\n" + format_front(exp, pareto_front(points, exp.objectives), points))
+    print(f"Front {exp.path / PARETO_CSV}; each member's config {exp.path / PARETO_DIR}/<trial>/best.yaml")
+
+
+def print_pick(exp: Experiment, text: str) -> int:
+    """``pick=``: the most accurate feasible trial within the bounds, its config (``pick.yaml``) and retrain
+    command; exit 1 when no trial is within them."""
+    from raytrain.tuning.pareto import PICK_YAML, pick, write_trial_yaml
+
+    chosen = pick(exp, text)
+    if chosen is None:
+        print(f"No finished feasible trial meets {text}.")
+        return 1
+    path = write_trial_yaml(exp, chosen, exp.path / PICK_YAML, f"picked by {text}")
+    values = ", ".join(f"{k}={v:.4g}" for k, v in chosen.values.items())
+    print(f"Picked {chosen.trial.name} ({text}): {values}.\nRetrain it: raytrain fit cfg={path}")
     return 0
 
 

@@ -30,20 +30,19 @@ from raytrain.config import (
     read_yaml_mapping,
     unknown_key_error,
 )
-from raytrain.keys import FITNESS, METRIC_KEYS, TRAIN_LOSS_KEYS, VAL_LOSS_KEYS
+from raytrain.tuning import objectives
 from raytrain.tuning.params import Param, parse_param
 from raytrain.tuning.pbt import PBT_SETTINGS, check_pbt, pbt_settings
 
 LOGGER = logging.getLogger("raytrain")
 
-# Every metric a trial reports each epoch that makes sense as an objective.
-METRICS = (FITNESS, *METRIC_KEYS, *VAL_LOSS_KEYS, *TRAIN_LOSS_KEYS)
+METRICS = objectives.ACCURACY  # every metric a trial reports each epoch (objectives.OBJECTIVES adds the measured)
 # Settings accepted at the top level of a space file (and as key=value overrides), besides train/space/resources.
 SETTINGS = (
     "name", "project", "storage", "exist_ok", "resume", "address", "metric", "mode", "num_samples",
     "max_concurrent_trials", "sampler", "search_seed", "n_startup_trials", "points_to_evaluate", "scheduler",
     "grace_period", "reduction_factor", "patience", "time_budget_s", "wandb_project", "wandb_mode", "dry_run",
-    *PBT_SETTINGS,
+    *PBT_SETTINGS, *objectives.OBJECTIVE_SETTINGS,
 )
 SECTIONS = ("train", "space", "resources")
 RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker", "custom")
@@ -65,8 +64,13 @@ class TuneSpec:
     exist_ok: bool = False
     resume: bool = False
     address: str | None = None
-    metric: str = "fitness"
+    metric: str = "fitness"  # the first objective: what ASHA and patience stop on (raytrain.tuning.objectives)
     mode: str = "max"
+    objectives: tuple[str, ...] = ()  # every objective, when metric: is a list; modes: their directions
+    modes: tuple[str, ...] = ()
+    constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # {latency_ms: {max: 10}}
+    latency_runtime: str = "torch"  # torch | onnxruntime | openvino
+    latency_threads: int = 1  # CPU threads of the timed latency runs
     num_samples: int = 10
     max_concurrent_trials: int | None = None  # None: as many as the cluster can hold
     sampler: str = "tpe"
@@ -106,7 +110,7 @@ class TuneSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The space file's YAML form (settings, ``train:``, ``space:``), e.g. to save next to the experiment."""
-        settings = {k: getattr(self, k) for k in SETTINGS}
+        settings = objectives.saved_settings(self, {k: getattr(self, k) for k in SETTINGS})
         return {**settings, "train": dict(self.train), "space": {k: p.to_dict() for k, p in self.space.items()}}
 
     def sample_space(self, trial: Any) -> dict[str, Any]:
@@ -115,7 +119,7 @@ class TuneSpec:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TuneSpec) if f.name in SETTINGS}
-_DEFAULTS["points_to_evaluate"] = []
+_DEFAULTS.update(points_to_evaluate=[], constraints={})
 
 
 # ------------------------------------------------------------------------------------------------------ loading
@@ -154,6 +158,7 @@ def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
         raise ConfigError(f"{where}: space: nothing to search; add at least one argument under 'space:'.")
     # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget).
     settings = {k: raw[k] for k in SETTINGS if k in raw and (raw[k] is not None or _DEFAULTS[k] is None)}
+    settings = objectives.typed_objective_settings(objectives.split_objectives(settings, where), where)
     spec = TuneSpec(source=where, train=train, space=space, **pbt_settings(_typed_settings(settings, where), where))
     validate_spec(spec)
     return spec
@@ -274,7 +279,7 @@ def _typed_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
             if text not in ("true", "false"):
                 raise ConfigError(f"{where}: {key}: expected true or false, got {out[key]!r}.")
             out[key] = text == "true"
-    choices = {"mode": ("max", "min"), "sampler": ("tpe", "random"), "scheduler": ("asha", "pbt", "none"),
+    choices = {"mode": ("max", "min"), "sampler": objectives.SAMPLERS, "scheduler": ("asha", "pbt", "none"),
                "wandb_mode": WANDB_MODES}
     for key, allowed in choices.items():
         if key in out:
@@ -304,6 +309,7 @@ def validate_spec(spec: TuneSpec) -> None:
         base = make_config(spec.train)
     except ConfigError as e:
         raise _at(where, "train", e) from None
+    objectives.check_objectives(spec)  # first: several objectives or constraints with PBT are refused with that reason
     if spec.scheduler == "pbt":  # first: a key PBT cannot mutate is refused with PBT's reason
         check_pbt(spec)
     for name, param in spec.space.items():

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raytrain.keys import EPOCH, FATAL_ERROR
+from raytrain.keys import EPOCH, FATAL_ERROR, INFEASIBLE
 from raytrain.train.plan import fatal_error
 from raytrain.tuning.experiment import read_result_json
 from raytrain.tuning.space import TuneSpec
@@ -58,6 +58,10 @@ def make_status_callback(spec: TuneSpec, status: StatusFile, job: TrialJob) -> A
             if fatal is not None:  # ended itself on an error no retry can fix: once, with its reason
                 status.update(trial.trial_id, end="error", error=fatal, epochs_run=epoch)
                 finish_trial_trackers(job, trial, "error")
+                return
+            infeasible = (trial.last_result or {}).get(INFEASIBLE)
+            if infeasible:  # its model broke a constraint: it ended before training (no tracker run was opened)
+                status.update(trial.trial_id, end="infeasible", error=str(infeasible), epochs_run=0)
                 return
             end = classify_end(status.read().get(trial.trial_id, {}).get("stopped_by"), epoch,
                                planned_epochs(trial.config, base_epochs), self.budget_spent())

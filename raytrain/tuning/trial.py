@@ -58,6 +58,9 @@ class TrialJob:
     # its checkpoints, for raytrain.cluster.sync.TrialFolderMirror to copy into its run folder on the driver's
     # machine ('' = the trial's own node).
     driver_node: str = ""
+    # What the trial measures of its model before training and the constraints it checks then
+    # (raytrain.tuning.objectives.DeploySpec), or None when no objective or constraint needs a measurement.
+    deploy: Any = None
     # The GPUs a trial plans its run with (fit's device plan), decided on the driver from the node types: a trial
     # placed before the autoscaler's GPU nodes joined would otherwise count none and train on CPUs. None: ask Ray.
     gpus_available: int | None = None
@@ -121,12 +124,43 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
         _record_fatal(save_dir, str(e), job.metric)
         return
     marks["planned"] = time.time()
+    measured = _measure_before_training(plan, job)
+    if measured is None:  # ended: infeasible, or an error no retry can fix
+        return
     if job.workers > 1:
-        _train_with_ray_train(plan, job.metric, job.driver_node)
+        _train_with_ray_train(plan, job.metric, job.driver_node, measured)
     else:
         from raytrain.cluster.sync import current_node_id
 
-        _train_in_trial(plan, marks, job.metric, TuneReport(save_dir, job.driver_node not in ("", current_node_id())))
+        _train_in_trial(plan, marks, job.metric,
+                        TuneReport(save_dir, job.driver_node not in ("", current_node_id()), measured))
+
+
+def _measure_before_training(plan: Any, job: TrialJob) -> dict[str, float] | None:
+    """The trial's measured values (latency, params, GFLOPs: :mod:`raytrain.tuning.measure`), reported with every
+    epoch; None when the trial ended here: its model breaks a constraint (one report with the reason, the trial is
+    ``infeasible`` and trains no epoch), or the measurement hit an error no retry can fix."""
+    deploy = job.deploy
+    if deploy is None or not deploy.measured:
+        return {}
+    import ray.tune
+
+    from raytrain.keys import EPOCH, INFEASIBLE
+    from raytrain.tuning.measure import measure_model
+
+    device = _trial_device(plan.devices.accelerator) if job.workers == 1 else "cpu"
+    try:
+        measured = measure_model(plan.cfg.model, plan.data.nc, plan.cfg.imgsz, deploy, device, job.experiment_dir)
+    except ConfigError as e:
+        _record_fatal(plan.save_dir, str(e), job.metric)
+        return None
+    reasons = deploy.violations(measured)
+    if not reasons:
+        return measured
+    reason = "; ".join(reasons)
+    LOGGER.info("%s is infeasible before training (%s): it ends without training.", plan.save_dir.name, reason)
+    ray.tune.report({EPOCH: 0, **deploy.untrained_report(measured), **measured, INFEASIBLE: reason})
+    return None
 
 
 def _record_fatal(save_dir: Path, message: str, metric: str, written: bool = False) -> None:
@@ -172,6 +206,8 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
             _record_fatal(plan.save_dir, str(e), metric)
             return
         trackers = open_loggers(plan.cfg.loggers, plan.tracking, plan.cfg.to_dict(), done_epochs=state.epoch)
+        if report.measured:  # the model's latency and size, measured before training: the trial's summary
+            trackers.log_summary(dict(report.measured))
         try:
             run_epochs(w, state, report, trackers=trackers)
         except ConfigError as e:
@@ -188,8 +224,9 @@ class TuneReport:
     (the trial is not on the driver's node) its run files too, for the driver's
     :class:`raytrain.cluster.sync.TrialFolderMirror`."""
 
-    def __init__(self, save_dir: Path, stage: bool) -> None:
+    def __init__(self, save_dir: Path, stage: bool, measured: dict[str, float] | None = None) -> None:
         self.save_dir, self.stage = Path(save_dir), stage
+        self.measured = dict(measured or {})  # reported with every epoch (the objectives need them in each result)
         self.warmup_end: float | None = None  # the epoch the warmup ends at, once the worker is built
 
     def __call__(self, report: Any) -> None:
@@ -200,7 +237,8 @@ class TuneReport:
 
             stage_run_files(self.save_dir, trial_run_files(self.save_dir, report.changed), report.state_dir)
         metrics = report.metrics if self.warmup_end is None else {**report.metrics, WARMUP_END: self.warmup_end}
-        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
+        ray.tune.report({**metrics, **self.measured},
+                        checkpoint=ray.tune.Checkpoint.from_directory(report.state_dir))
 
 
 class StartupMarks:
@@ -244,14 +282,15 @@ def _release_memory() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ with Ray Train
-def _train_with_ray_train(plan: Any, metric: str, driver_node: str) -> None:
+def _train_with_ray_train(plan: Any, metric: str, driver_node: str, measured: dict[str, float]) -> None:
     """A ``TorchTrainer`` (several workers, DDP) reporting to Tune; raises what fails the run (Tune retries it).
     A rank 0 away from the tune driver's node stages its run files in its checkpoints, whose paths reach the driver
     with the results (``TrialFolderMirror.on_trial_result`` copies them in)."""
     from raytrain.train.fit import build_trainer
     from raytrain.train.plan import fatal_error
 
-    result = build_trainer(plan, ray_callbacks=[_report_to_tune_callback()], driver_node=driver_node or None).fit()
+    result = build_trainer(plan, ray_callbacks=[_report_to_tune_callback(measured)],
+                           driver_node=driver_node or None).fit()
     if getattr(result, "error", None) is not None:
         raise result.error
     message = fatal_error(plan.save_dir)
@@ -259,9 +298,10 @@ def _train_with_ray_train(plan: Any, metric: str, driver_node: str) -> None:
         _record_fatal(plan.save_dir, message, metric, written=True)
 
 
-def _report_to_tune_callback() -> Any:
+def _report_to_tune_callback(measured: dict[str, float]) -> Any:
     """Ray Train's ``TuneReportCallback``, minus fatal-error reports (they carry no metric, and Tune would reject
-    them); those reach the driver through the trial folder (see ``record_fatal_error_callback``)."""
+    them); those reach the driver through the trial folder (see ``record_fatal_error_callback``). Rank 0's metrics
+    get the trial's ``measured`` values."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raytrain.keys import FATAL_ERROR
@@ -270,6 +310,8 @@ def _report_to_tune_callback() -> Any:
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
             if metrics and FATAL_ERROR in metrics[0]:
                 return
+            if metrics and measured:
+                metrics = [{**metrics[0], **measured}, *metrics[1:]]
             super().after_report(run_context, metrics, checkpoint)
 
     return ReportToTune()

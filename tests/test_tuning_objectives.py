@@ -1,0 +1,122 @@
+"""Several objectives, constraints and samplers in the space file: parsing, refusals (one line, exit 2, before Ray),
+the sampler and the study kept on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from tuning_helpers import space
+
+from raytrain.cli import main
+from raytrain.config import ConfigError
+from raytrain.tuning.objectives import deploy_spec, trial_deploy
+from raytrain.tuning.space import load_space
+
+DEPLOY = {"metric": ["fitness", "latency_ms"], "mode": ["max", "min"],
+          "constraints": {"latency_ms": {"max": 10}, "params": {"max": "5.0e6"}}}
+
+
+def test_several_objectives_and_constraints_parse(tmp_path):
+    spec = load_space(space(tmp_path, **DEPLOY))
+    assert (spec.metric, spec.mode) == ("fitness", "max")  # the first objective drives ASHA and patience
+    assert spec.objectives == ("fitness", "latency_ms") and spec.modes == ("max", "min")
+    assert spec.constraints == {"latency_ms": {"max": 10.0}, "params": {"max": 5.0e6}}  # "5.0e6": PyYAML's text
+    deploy = deploy_spec(spec)
+    assert deploy.measured == ("latency_ms", "params")
+    assert deploy.violations({"latency_ms": 12.5, "params": 3e6}) == ["latency_ms 12.5 > max 10"]
+    assert deploy.untrained_report({"latency_ms": 12.5}) == {"fitness": 0.0, "latency_ms": 12.5}
+    saved = spec.to_dict()  # tune_space.yaml keeps the lists, and reads back the same
+    assert saved["metric"] == ["fitness", "latency_ms"] and saved["mode"] == ["max", "min"]
+    again = load_space(saved)
+    assert again.objectives == spec.objectives and again.constraints == spec.constraints
+
+
+def test_one_objective_is_unchanged(tmp_path):
+    spec = load_space(space(tmp_path))
+    assert (spec.metric, spec.mode, spec.objectives, spec.modes) == ("train/box_loss", "min", ("train/box_loss",),
+                                                                     ("min",))
+    assert spec.to_dict()["metric"] == "train/box_loss"
+    assert trial_deploy(spec) is None  # nothing measured: trials run as before
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"metric": ["fitness", "latncy_ms"], "mode": ["max", "min"]},
+     r"metric: trials never report 'latncy_ms'\. Did you mean latency_ms"),
+    ({"metric": ["fitness", "latency_ms"], "mode": ["max"]}, r"mode: 1 direction\(s\) for 2 objective\(s\)"),
+    ({"metric": ["fitness", "latency_ms"], "mode": "max"}, r"mode: 'max' is one direction for 2 objectives"),
+    ({"metric": ["fitness", "latency_ms"], "mode": ["max", "min"], "scheduler": "pbt",
+      "space": {"lr0": {"type": "loguniform", "low": 1e-3, "high": 1e-1}}},
+     r"scheduler: pbt optimises one metric .* 2 objectives \(fitness, latency_ms\)"),
+    ({"metric": ["fitness", "latency_ms"], "mode": ["max", "min"], "constraints": {"latency": {"max": 10}}},
+     r"constraints\.latency: trials never report 'latency'\. Did you mean latency_ms"),
+    ({"constraints": {"params": {"below": 10}}}, r"constraints\.params: expected \{max: value\}"),
+    ({"constraints": {"params": {"max": "lots"}}}, r"constraints\.params\.max: expected a number"),
+    ({"metric": ["latency_ms", "fitness"], "mode": ["min", "max"]}, r"metric: put an accuracy objective first"),
+    ({"metric": ["fitness", "params"], "mode": ["max", "max"]}, r"mode: params is better lower"),
+    ({"sampler": "nsga3"}, r"sampler: 'nsga3' is not allowed"),
+    ({"latency_runtime": "tensorrt"}, r"latency_runtime: 'tensorrt' is not a runtime"),
+    ({"latency_threads": 0}, r"latency_threads: expected a whole number >= 1"),
+])
+def test_bad_objectives_are_refused(tmp_path, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        load_space(space(tmp_path, **settings))
+
+
+def test_refusals_exit_2_with_one_line_before_ray(tmp_path, capsys):
+    body = space(tmp_path, metric=["fitness", "latency_ms"], mode=["max"])
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(body))
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mode: 1 direction(s) for 2 objective(s)" in err
+    assert main(["tune", str(path), "mode=[max, min]", "constraints={flops: {max: 1}}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "constraints.flops: trials never report 'flops'" in err
+    import ray
+
+    assert not ray.is_initialized()  # refused before Ray started
+
+
+def test_samplers_and_nsga2_a_small_population(tmp_path):
+    import optuna
+
+    from raytrain.tuning.search import make_sampler
+
+    assert isinstance(make_sampler(load_space(space(tmp_path, **DEPLOY))), optuna.samplers.TPESampler)
+    nsga = make_sampler(load_space(space(tmp_path, **DEPLOY, sampler="nsga2", num_samples=24)))
+    assert isinstance(nsga, optuna.samplers.NSGAIISampler) and nsga._population_size == 6
+
+
+def test_the_study_on_disk_reads_back_with_optuna(tmp_path):
+    """What the searcher tells Optuna lands in <exp>/study.journal: both directions, the values of each trial's best
+    epoch, the recorded measurements, and infeasible trials marked through the constraints."""
+    pytest.importorskip("ray.tune.search.optuna")
+    import optuna
+
+    from raytrain.tuning.search import STUDY_FILE, make_search
+
+    spec = load_space(space(tmp_path, **DEPLOY, sampler="nsga2", num_samples=4))
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    search = make_search(spec, exp_dir)
+    for epochs, latency in ((((1, 0.1), (2, 0.3), (3, 0.2)), 4.0), (((0, 0.0),), 15.0)):
+        trial_id = f"t{latency:g}"
+        config = search.suggest(trial_id)
+        assert set(config) == {"box"}
+        rows = [{"epoch": e, "fitness": f, "latency_ms": latency, "params": 3e6, "training_iteration": e}
+                for e, f in epochs]
+        for row in rows[:-1]:
+            search.on_trial_result(trial_id, row)
+        search.on_trial_complete(trial_id, rows[-1])
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(exp_dir / STUDY_FILE)))
+    study = optuna.load_study(study_name="exp", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = sorted(study.trials, key=lambda t: t.user_attrs["latency_ms"])
+    assert done[0].values == [0.3, 4.0]  # the best epoch (2), not the last one (0.2)
+    assert done[1].values == [0.0, 15.0] and done[1].user_attrs["params"] == 3e6
+    assert done[0].constraints == {"latency_ms": -6.0, "params": -2e6}  # 4 ms of 10; 3e6 of 5e6
+    assert done[1].constraints["latency_ms"] == 5.0  # 15 ms: 5 over
+    assert [t.number for t in study.best_trials] == [done[0].number]
+    assert Path(exp_dir / STUDY_FILE).is_file()
