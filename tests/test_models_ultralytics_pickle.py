@@ -22,6 +22,7 @@ from torch import nn
 
 from raytrain.models import CheckpointError, build_model, load_checkpoint
 from raytrain.models.convert import convert
+from raytrain.models.restricted_pickle import PickledObject
 from raytrain.models.ultralytics_pickle import (
     UnsafePickleError,
     module_state_dict,
@@ -101,7 +102,7 @@ def test_state_dict_as_the_module_would_give_it(tmp_path):
     assert list(got) == list(expected)  # same names, same order (BN's num_batches_tracked, kept; no scratch/bias)
     assert "1.scratch" not in got and "0.bias" not in got and "1.num_batches_tracked" in got
     assert all(torch.equal(got[k], v) and got[k].dtype == v.dtype for k, v in expected.items())
-    assert type(record).__module__ == "raytrain.models.ultralytics_pickle"  # a record, not a real Sequential
+    assert isinstance(record, PickledObject) and not isinstance(record, nn.Module)  # a record, not a Sequential
 
 
 def test_faked_ultralytics_checkpoint_converts_without_ultralytics(tmp_path, monkeypatch):
