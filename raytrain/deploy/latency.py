@@ -1,12 +1,15 @@
 """Latency of a detector measured, not estimated: batch 1, a fixed number of threads, median over timed runs.
 
-What is timed: one forward pass of the network at batch 1 on a ``(1, 3, imgsz, imgsz)`` input, in the runtime the
-model is deployed with (``torch``: the BN-fused eval-mode module under ``torch.inference_mode``; ``onnxruntime`` /
-``openvino``: the model exported by :mod:`raytrain.export` and run by that runtime). Not timed: pre-processing and
-NMS, whose cost depends on the trained weights' scores, not on the architecture (the measurement runs before
-training). Runs: :data:`WARMUP_RUNS` untimed (allocator, kernel selection, caches), then :data:`TIMED_RUNS` timed
-one by one with ``time.perf_counter`` (on CUDA after a synchronize, so a run's kernels are inside its time); the
-median is the figure, the quartiles and extremes are kept beside it.
+What is timed: one pass of the network and its box decoding (the graph ``raytrain export`` writes with NMS outside,
+:class:`raytrain.export.graph.ExportModel` ``one2many``) at batch 1 on a ``(1, 3, imgsz, imgsz)`` input, in the
+runtime the model is deployed with: ``torch`` (the BN-fused eval-mode module under ``torch.inference_mode``, on the
+given device), ``onnxruntime`` or ``openvino`` (that graph exported by :mod:`raytrain.export` to a temporary file and
+run back by its runner, on the CPU). Not timed: pre-processing and NMS, whose cost depends on the trained weights'
+scores, not on the architecture (the measurement runs before training).
+
+Runs: :data:`WARMUP_RUNS` untimed (allocator, kernel selection, caches), then :data:`TIMED_RUNS` timed one by one
+with ``time.perf_counter`` (on CUDA after a synchronize, so a run's kernels are inside its time); the median is the
+figure, the quartiles and extremes are kept beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,7 +28,7 @@ from raytrain.config import ConfigError
 
 WARMUP_RUNS = 10
 TIMED_RUNS = 50
-RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}  # runtime -> raytrain export format
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,18 @@ def runtime_problem(runtime: str) -> str | None:
     """Why ``runtime`` cannot time a model here (one line), or None when it can."""
     if runtime == "torch":
         return None
-    package = RUNTIME_PACKAGES.get(runtime)
-    if package is None:
+    fmt = RUNTIME_FORMATS.get(runtime)
+    if fmt is None:
         return f"{runtime!r} is not a runtime; use torch, onnxruntime or openvino."
     if importlib.util.find_spec("raytrain.export") is None:
         return (f"{runtime} latency needs raytrain's exporter (raytrain.export), which this version does not have; "
                 f"use latency_runtime: torch.")
-    if importlib.util.find_spec(package) is None:
-        return f"{runtime} is not installed; pip install {package} (or use latency_runtime: torch)."
+    from raytrain.export.spec import FORMATS
+
+    missing = [m for m in FORMATS[fmt].modules if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"{runtime} latency exports to {fmt} and needs {', '.join(missing)}: pip install 'raytrain[export]' "
+                f"(or use latency_runtime: torch).")
     return None
 
 
@@ -94,7 +102,7 @@ def measure_latency(model: Any, imgsz: int, *, runtime: str = "torch", device: A
     """Time ``model`` at batch 1 (see the module docstring).
 
     Args:
-        model: a :class:`raytrain.models.DetectionModel` (not changed: a fused copy is timed).
+        model: a :class:`raytrain.models.DetectionModel` (not changed: a fused copy is timed, with its decoding).
         imgsz: the square input size.
         runtime: ``torch``, ``onnxruntime`` or ``openvino``.
         device: where to run it (``onnxruntime``/``openvino`` run on the CPU).
@@ -113,14 +121,20 @@ def measure_latency(model: Any, imgsz: int, *, runtime: str = "torch", device: A
     if problem:
         raise ConfigError(f"latency_runtime={runtime}: {problem}")
     device = torch.device(device) if runtime == "torch" else torch.device("cpu")
+    from raytrain.export.graph import ExportModel
+    from raytrain.export.spec import ONE2MANY
+
     net = copy.deepcopy(model).float().eval().to(device)
     net.fuse()
+    graph = ExportModel(net, ONE2MANY).eval()
     x = torch.rand(1, 3, imgsz, imgsz, device=device)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        run = _torch_runner(net, x) if runtime == "torch" else _exported_runner(net, x, runtime, threads)
-        times = _time_runs(run, warmup, runs, device)
+        with tempfile.TemporaryDirectory(prefix="raytrain-latency-") as folder:
+            run = _torch_runner(graph, x) if runtime == "torch" else \
+                _exported_runner(graph, x, runtime, threads, Path(folder))
+            times = _time_runs(run, warmup, runs, device)
     finally:
         torch.set_num_threads(previous)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
@@ -146,21 +160,39 @@ def _time_runs(run: Callable[[], Any], warmup: int, runs: int, device: Any) -> l
     return times
 
 
-def _torch_runner(net: Any, x: Any) -> Callable[[], Any]:
+def _torch_runner(graph: Any, x: Any) -> Callable[[], Any]:
     import torch
 
     def run() -> Any:
         with torch.inference_mode():
-            return net(x)
+            return graph(x)
 
     return run
 
 
-def _exported_runner(net: Any, x: Any, runtime: str, threads: int) -> Callable[[], Any]:
-    """A callable running ``net`` exported to ``runtime`` on ``x`` (through raytrain.export)."""
-    from raytrain.export import latency_runner  # type: ignore[attr-defined]
+def _exported_runner(graph: Any, x: Any, runtime: str, threads: int, folder: Path) -> Callable[[], Any]:
+    """``graph`` exported by raytrain's writer for ``runtime`` into ``folder`` and loaded by its runner (with
+    ``threads`` intra-op threads); the callable runs it on ``x``."""
+    import torch
 
-    return latency_runner(net, x, runtime=runtime, threads=threads)
+    from raytrain.export.runners import load_exported
+    from raytrain.export.spec import FORMATS, ONE2MANY, ExportMeta
+    from raytrain.export.writers import WRITERS
+
+    fmt = FORMATS[RUNTIME_FORMATS[runtime]]
+    net = graph.model
+    names = getattr(net, "names", None) or [str(i) for i in range(int(net.nc))]
+    names = list(names.values()) if isinstance(names, dict) else list(names)
+    meta = ExportMeta(format=fmt.name, arch=str(getattr(net, "arch", "")), family=str(getattr(net, "family", "")),
+                      nc=int(net.nc), names=[str(n) for n in names], imgsz=[int(x.shape[2]), int(x.shape[3])],
+                      stride=int(max(float(s) for s in net.stride)), batch=1, dynamic=False, half=False,
+                      output=ONE2MANY)
+    path = folder / f"model{fmt.suffix}"
+    extra = {"opset": None, "simplify": True} if fmt.name == "onnx" else {}
+    with torch.no_grad():
+        written = WRITERS[fmt.name](graph, x, path, meta, **extra)
+    runner = load_exported(written, threads=threads)
+    return lambda: runner(x)
 
 
 __all__ = ["TIMED_RUNS", "WARMUP_RUNS", "Latency", "device_kind", "measure_latency", "runtime_problem"]
