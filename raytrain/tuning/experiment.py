@@ -48,6 +48,7 @@ class TrialRecord:
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch results, ordered by epoch
     error: str | None = None
     stopped_at_epoch: int | None = None  # the epoch at which ASHA or the patience rule decided to stop it
+    stop_reason: str | None = None  # why, in words: "stopped at rung 3 (epoch 3): 0.02 < cut-off 0.11"
 
     @property
     def epochs_run(self) -> int:
@@ -166,7 +167,8 @@ def load_experiment(path: str | Path) -> Experiment:
         trials[trial_id] = TrialRecord(trial_id=trial_id, name=info.get("name", trial_id),
                                        params=dict(info.get("params", {})), end=info.get("end", "pending"),
                                        epochs_planned=info.get("epochs"), save_dir=info.get("save_dir"),
-                                       error=info.get("error"), stopped_at_epoch=info.get("stopped_at_epoch"))
+                                       error=info.get("error"), stopped_at_epoch=info.get("stopped_at_epoch"),
+                                       stop_reason=info.get("stop_reason"))
     for params_file in sorted(path.glob("*/params.json")):
         folder = params_file.parent
         rows = read_result_json(folder / "result.json")

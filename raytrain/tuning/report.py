@@ -30,7 +30,8 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     path = path or exp.path / TRIALS_CSV
     metric = exp.metric
     pbt, rows = is_pbt(exp), history(exp)
-    header = ["rank", "trial", "end", "stopped_at_epoch", "epochs_run", "epochs_planned", f"final {metric}",
+    header = ["rank", "trial", "end", "stopped_at_epoch", "stop_reason",
+              "epochs_run", "epochs_planned", f"final {metric}",
               f"best {metric}", "best_epoch", *exp.param_names, *(("exploits", "lineage") if pbt else ()),
               "trial_id", "save_dir", "error"]
     text = io.StringIO(newline="")
@@ -38,7 +39,8 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     writer.writerow(header)
     for rank, t in enumerate(exp.ranked(), 1):
         best, best_epoch = t.best(metric, exp.mode)
-        writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), t.epochs_run, _blank(t.epochs_planned),
+        writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), _blank(t.stop_reason),
+                         t.epochs_run, _blank(t.epochs_planned),
                          _fmt(t.final(metric)), _fmt(best), _blank(best_epoch),
                          *(_blank(t.params.get(p)) for p in exp.param_names),
                          *((sum(r["trial"] == t.name for r in rows), lineage_text(rows, t.name)) if pbt else ()),
