@@ -174,6 +174,60 @@ def test_pbt_example_space_loads():
     assert spec.scheduler == "pbt" and spec.num_samples == spec.population
 
 
+def test_dry_run_sample_is_the_quickstart():
+    """The dry-run output shown in docs/tuning.md says what the quickstart file holds (trials, TPE start, ranges)."""
+    spec = space_module.load_space(ROOT / "search_spaces" / "quickstart.yaml")
+    sample = section(TUNING.read_text(), "### Dry run")
+    trials = re.search(r"^Trials: (\d+), Optuna TPE \(seed (\d+)\): the first (\d+) at random", sample, re.M)
+    assert trials, "docs/tuning.md's dry-run sample has no 'Trials:' line"
+    assert tuple(map(int, trials.groups())) == (spec.num_samples, spec.search_seed, spec.n_startup_trials)
+    for name, kind, low, high in re.findall(r"^  (\w+): (\w+) in \[([\d.e-]+), ([\d.e-]+)\]", sample, re.M):
+        param = spec.space[name]
+        assert (param.type, param.low, param.high) == (kind, float(low), float(high)), f"dry-run sample: {name}"
+
+
+def _listed_after(text: str, lead: str) -> list[str]:
+    """The backticked names in the sentence of ``text`` that starts with ``lead`` (up to its full stop)."""
+    start = " ".join(text.split()).index(lead)
+    sentence = " ".join(text.split())[start:].split(". ", 1)[0]
+    return INLINE.findall(sentence)
+
+
+def test_resume_pages_list_exactly_what_a_resume_may_change():
+    from raytrain.train.plan import RESUME_OVERRIDES
+    from raytrain.tuning.resume import MAY_CHANGE
+
+    fit = _listed_after((DOCS / "training.md").read_text(), "on resume only these may change:")
+    assert fit == list(RESUME_OVERRIDES), f"docs/training.md lists {fit}; fit resume accepts {RESUME_OVERRIDES}"
+    tune = _listed_after(TUNING.read_text(), "A resume may change these, and they apply:")
+    assert sorted(tune) == sorted(MAY_CHANGE), f"docs/tuning.md lists {tune}; tune resume accepts {MAY_CHANGE}"
+
+
+def test_readme_table_for_ultralytics_users_names_real_things():
+    from raytrain.data.catalog import find_builtin
+
+    rows = table_rows(section(README.read_text(), "## Coming from Ultralytics"))
+    assert len(rows) >= 5, "README.md's 'Coming from Ultralytics' table is missing or short"
+    names = [n for r in rows for n in re.findall(r"data=([\w.-]+\.yaml)", r[0])]
+    assert names and all(find_builtin(n) for n in names), f"dataset names in the table that are not built in: {names}"
+    commands = {c for r in rows for c in re.findall(r"raytrain (\w+)", r[1])}
+    assert {"fit", "tune"} <= commands <= set(COMMANDS), commands
+
+
+def test_no_reference_to_a_missing_test_file_or_readme_section():
+    """Paths ``tests/...py`` named in the code, spaces, cluster file and docs exist; a README section named as
+    ``README, "X"`` / ``README ("X")`` / ``README's "X"`` is a heading of the README."""
+    headings = {m.strip() for m in re.findall(r"^#+ (.+)$", FENCE.sub("", README.read_text()), re.M)}
+    files = [*ROOT.glob("raytrain/**/*.py"), *ROOT.glob("search_spaces/*.yaml"), ROOT / "cluster.yaml",
+             *manual_pages(), ROOT / "DEVELOPERS.md"]
+    for path in files:
+        text = path.read_text()
+        for name in re.findall(r"\btests/[\w/]+\.py\b", text):
+            assert (ROOT / name).is_file(), f"{path.relative_to(ROOT)} names {name}, which does not exist"
+        for section_name in re.findall(r"README(?:'s)?,? \(?[\"“]([^\"”]+)[\"”]", text):
+            assert section_name in headings, f"{path.relative_to(ROOT)} points at the README's '{section_name}'"
+
+
 # ------------------------------------------------------------------------------------------- commands, README
 def test_every_subcommand_named_in_readme_and_docs_exists():
     named = {}
