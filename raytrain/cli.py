@@ -31,12 +31,13 @@ class Command:
     keys: tuple[str, ...]  # config keys listed by `raytrain SUBCOMMAND --help`
     example: str = ""
     extra_keys: tuple[str, ...] = ()  # keys the command accepts beyond Config's fields
+    defaults: tuple[tuple[str, Any], ...] = ()  # the command's own defaults where they differ from Config's
 
 
 COMMANDS: dict[str, Command] = {
     "check": Command(
         summary="check a dataset: counts, per-class instances, skipped files with reasons",
-        usage="raytrain check data=DATA [single_cls=True]   (DATA: shapes, coco8, coco128 or a dataset YAML)",
+        usage="raytrain check data=DATA [single_cls=True]   (DATA: shapes, coco8.yaml, coco128.yaml, ... or a YAML)",
         target="raytrain.data.check:main",
         keys=("data", "single_cls"),
         example="raytrain check data=../shared/datasets/coco128/data.yaml",
@@ -52,9 +53,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "tune": Command(
         summary="search training hyperparameters: Optuna TPE + ASHA over fit runs on Ray Tune; trials.csv, best.yaml",
-        usage="raytrain tune SPACE.yaml [key=value ...]\n\n"
+        usage="raytrain tune [SPACE.yaml] [key=value ...]   (no file: search_spaces/quickstart.yaml)\n\n"
               "Settings given as key=value replace the file's (defaults in brackets):\n"
-              "  name [tune, tune2, ...]  project [runs/tune]  storage  exist_ok  resume=True (continue NAME)\n"
+              "  name [tune, tune2, ...]  project [runs/tune]  storage  exist_ok\n"
+              "  resume=True: continue NAME as it was started (its saved space and overrides)\n"
               "  metric [fitness]  mode [max]  num_samples [10]  max_concurrent_trials [what the cluster holds]\n"
               "  gpu=true|false|0.25 (a GPU share per trial)  sampler [tpe|random]  search_seed [0]\n"
               "  n_startup_trials [10]  scheduler [asha|pbt|none]  grace_period [1]  reduction_factor [3]\n"
@@ -84,6 +86,7 @@ COMMANDS: dict[str, Command] = {
         keys=("model", "data", "imgsz", "batch", "conf", "iou", "max_det", "split", "save_json", "device",
               "workers", "project", "name", "exist_ok", "verbose"),
         example="raytrain val model=runs/detect/train/weights/best.pt data=shapes save_json=True",
+        defaults=(("name", "val"),),
     ),
     "predict": Command(
         summary="detect objects in an image or folder: drawn images and predictions.json",
@@ -91,6 +94,7 @@ COMMANDS: dict[str, Command] = {
         target="raytrain.engine.predict:main",
         keys=("model", "source", "imgsz", "conf", "iou", "max_det", "device", "project", "name", "exist_ok"),
         example="raytrain predict model=runs/detect/train/weights/best.pt source=images/",
+        defaults=(("name", "predict"),),
     ),
     "export": Command(
         summary="export a checkpoint to ONNX, OpenVINO or TorchScript, metadata inside, checked against PyTorch",
@@ -163,7 +167,7 @@ def _command_help(name: str, cmd: Command) -> str:
     if cmd.example:
         lines += ["", f"Example: {cmd.example}"]
     if cmd.keys:
-        lines += ["", "Arguments (key=default  meaning):", help_table(cmd.keys)]
+        lines += ["", "Arguments (key=default  meaning):", help_table(cmd.keys, dict(cmd.defaults))]
     return "\n".join(lines)
 
 

@@ -72,7 +72,8 @@ class Config:
     single_cls: bool = _arg(False, "train as a single-class detector")
     cos_lr: bool = _arg(False, "cosine instead of linear learning-rate decay")
     close_mosaic: int = _arg(10, "turn mosaic off for the last N epochs (0 = never)")
-    resume: bool | str = _arg(False, "resume the last run in project/name, or the run of this last.pt")
+    resume: bool | str = _arg(False, "resume the newest run in project (its last.pt written last, whatever its name), "
+                                     "or the run of this last.pt or run folder")
     amp: bool = _arg(True, "mixed precision on CUDA (always off on CPU)")
     fraction: float = _arg(1.0, "fraction of the train split to use, in (0, 1]")
     freeze: int | list[int] | None = _arg(None, "freeze the first N model layers, or the layers in this list")
@@ -132,7 +133,8 @@ class Config:
     # --- experiment trackers ---
     loggers: list[str] = _arg(["wandb", "tensorboard"], "trackers: wandb, tensorboard, mlflow, comet, clearml, or none",
                               "tracking")
-    wandb_mode: str = _arg("", "online, offline or disabled ('' = online with credentials, else offline)", "tracking")
+    wandb_mode: str = _arg("", "online, offline or disabled ('' = $WANDB_MODE when set, else online with credentials, "
+                               "else offline)", "tracking")
     wandb_project: str | None = _arg(None, "W&B project (default: the project folder's name)", "tracking")
     wandb_entity: str | None = _arg(None, "W&B entity (team or user)", "tracking")
     mlflow_uri: str | None = _arg(None, "MLflow tracking URI (default: local store <project>/mlflow.db)", "tracking")
@@ -349,10 +351,10 @@ def parse_cli_args(tokens: Iterable[str]) -> dict[str, Any]:
     return {**from_file, **from_cli}
 
 
-def help_table(keys: Iterable[str] | None = None) -> str:
-    """Aligned ``key=default  meaning`` lines for ``--help``."""
+def help_table(keys: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None) -> str:
+    """Aligned ``key=default  meaning`` lines for ``--help``; ``defaults``: a subcommand's own (``name=val``)."""
     chosen = list(keys) if keys is not None else list(FIELDS)
-    defaults = Config().to_dict()
+    defaults = {**Config().to_dict(), **(defaults or {})}
     rows = [(f"{k}={defaults[k]!s}", FIELDS[k].metadata["help"]) for k in chosen]
     width = max(len(r[0]) for r in rows) + 2
     return "\n".join(f"  {a.ljust(width)}{b}" for a, b in rows)

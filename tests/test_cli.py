@@ -25,6 +25,15 @@ def test_subcommand_help_lists_its_arguments(capsys):
             assert f"{key}=" in out
 
 
+def test_val_and_predict_help_show_their_own_run_folder_names(capsys):
+    for name in ("val", "predict"):
+        assert main([name, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert f"name={name} " in out and "name=train" not in out
+    assert main(["fit", "--help"]) == 0
+    assert "name=train " in capsys.readouterr().out
+
+
 def test_unknown_subcommand_suggests(capsys):
     assert main(["chek"]) == 2
     assert "Did you mean 'check'" in capsys.readouterr().err

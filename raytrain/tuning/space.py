@@ -2,7 +2,7 @@
 
 A space file is YAML with fixed training arguments (``train:``), the searched arguments (``space:``) keyed by the
 same names as ``raytrain fit``, the objective, and the experiment settings (see the top of
-``search_spaces/detect.yaml`` and the README's "Tuning" section). :func:`load_space` reads it, applies
+``search_spaces/detect.yaml`` and ``docs/tuning.md``, "Space-file reference"). :func:`load_space` reads it, applies
 ``key=value`` overrides and validates everything before any trial starts; every error names the file and the key
 path (``search_spaces/x.yaml: space.lr0: low >= high``). Ranges are checked by building :class:`Config` with each
 bound and each choice on top of the fixed arguments, so the valid ranges live in one place (``raytrain.config``).
