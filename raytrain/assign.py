@@ -3,9 +3,10 @@
 Every function is pure and vectorised over the batch, the ground truths and the anchors (no Python loop per image or
 per box). Box formats: ``xyxy`` = (x1, y1, x2, y2) corners. The assigner works in input pixels.
 
-The behaviour matches Ultralytics' ``TaskAlignedAssigner`` as used by YOLOv8 (candidates are anchor centres strictly
-inside a ground-truth box, CIoU clamped at 0 as the overlap, top-k on ``score**alpha * overlap**beta``, an anchor
-claimed by several boxes goes to the one it overlaps most), so hyperparameters tuned there transfer.
+The behaviour matches Ultralytics 8.4's ``TaskAlignedAssigner`` (candidates are anchor centres strictly inside a
+ground-truth box widened to at least 16 px, CIoU clamped at 0 as the overlap, top-k on
+``score**alpha * overlap**beta``, an anchor claimed by several boxes goes to the one it overlaps most, an optional
+second top-k), so hyperparameters tuned there transfer.
 """
 
 from __future__ import annotations
@@ -76,17 +77,30 @@ class Assignment(NamedTuple):
     gt_idx: torch.Tensor
 
 
-def candidates_in_gts(anchor_points: torch.Tensor, gt_bboxes: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+def widen_small_boxes(gt_bboxes: torch.Tensor, min_side: float) -> torch.Tensor:
+    """``xyxy`` boxes whose width or height is under ``min_side`` widened to it about their centre (each side on its
+    own); other boxes unchanged. Ultralytics 8.4 picks candidate anchors inside these, so an object smaller than the
+    coarser strides still covers anchor centres."""
+    centre = (gt_bboxes[..., :2] + gt_bboxes[..., 2:]) / 2
+    half = ((gt_bboxes[..., 2:] - gt_bboxes[..., :2]).clamp(min=min_side)) / 2
+    return torch.cat((centre - half, centre + half), dim=-1)
+
+
+def candidates_in_gts(anchor_points: torch.Tensor, gt_bboxes: torch.Tensor, eps: float = 1e-9,
+                      min_side: float = 0.0) -> torch.Tensor:
     """Which anchor points lie strictly inside which ground-truth boxes (by more than ``eps`` from every edge).
 
     Args:
         anchor_points: ``(A, 2)`` anchor centres (x, y).
         gt_bboxes: ``(B, M, 4)`` ``xyxy`` boxes in the same units.
         eps: margin; a centre exactly on an edge is not inside.
+        min_side: test against the boxes widened to at least this side (:func:`widen_small_boxes`); 0 = as they are.
 
     Returns:
         ``(B, M, A)`` bool.
     """
+    if min_side > 0:
+        gt_bboxes = widen_small_boxes(gt_bboxes, min_side)
     x, y = anchor_points[:, 0], anchor_points[:, 1]  # (A,)
     x1, y1, x2, y2 = (side[..., None] for side in gt_bboxes.unbind(-1))  # (B, M, 1) each
     # Four (B, M, A) comparisons rather than one (B, M, A, 4) tensor of margins: a quarter of the memory traffic.
@@ -150,18 +164,23 @@ def task_aligned_assign(
     mask_gt: torch.Tensor,
     *,
     topk: int = 10,
+    topk2: int | None = None,
     alpha: float = 0.5,
     beta: float = 6.0,
     eps: float = 1e-9,
+    min_box_side: float = 16.0,
 ) -> Assignment:
     """Assign anchors to ground-truth boxes by task alignment (Feng et al., "TOOD: Task-aligned One-stage Object
     Detection", ICCV 2021, https://arxiv.org/abs/2108.07755), as YOLOv8 does.
 
-    1. Candidates of a box: anchors whose centre is strictly inside it (:func:`candidates_in_gts`).
+    1. Candidates of a box: anchors whose centre is strictly inside it, the box widened to at least
+       ``min_box_side`` per side (:func:`candidates_in_gts`; the small-object rule of Ultralytics 8.4).
     2. Alignment metric of a candidate: ``s**alpha * u**beta``, with ``s`` the predicted score of the box's class and
        ``u`` the CIoU of the predicted box with the box, clamped at 0; 0 for non-candidates.
     3. Each box takes the ``topk`` anchors with the highest metric; those that are candidates become its positives.
-    4. An anchor positive for several boxes keeps the one it overlaps most (:func:`_one_gt_per_anchor`).
+    4. An anchor positive for several boxes keeps the one it overlaps most (:func:`_one_gt_per_anchor`); with
+       ``topk2 < topk``, each box then keeps only its ``topk2`` best aligned positives (YOLO26's one-to-one branch:
+       one).
     5. Soft targets: for the positives of box ``g``, ``t = metric / max(metric over g's positives) *
        max(CIoU over g's positives)``, placed at the box's class; the best aligned anchor of a box gets that box's
        best CIoU.
@@ -174,9 +193,11 @@ def task_aligned_assign(
         gt_bboxes: ``(B, M, 4)`` ``xyxy`` ground-truth boxes in pixels.
         mask_gt: ``(B, M)`` bool, False for padding rows (which are ignored whatever they hold).
         topk: positives per box at most.
+        topk2: positives per box kept after step 4 (None: ``topk``).
         alpha: exponent of the score in the metric.
         beta: exponent of the overlap in the metric.
         eps: margin of the inside test and guard of the normalisation.
+        min_box_side: ground-truth sides under this (pixels) are widened to it for the candidate test only.
 
     Returns:
         An :class:`Assignment`; ``scores`` has ``pd_scores``' dtype, ``bboxes`` ``gt_bboxes``' dtype.
@@ -184,7 +205,7 @@ def task_aligned_assign(
     batch, num_anchors, num_classes = pd_scores.shape
     if gt_bboxes.shape[1] == 0 or num_anchors == 0:
         return _background(pd_scores, gt_bboxes)
-    candidates = candidates_in_gts(anchor_points, gt_bboxes, eps) & mask_gt.bool()[..., None]  # (B, M, A)
+    candidates = candidates_in_gts(anchor_points, gt_bboxes, eps, min_box_side) & mask_gt.bool()[..., None]
     align_metric, overlaps = _alignment(pd_scores, pd_bboxes, gt_labels, gt_bboxes, candidates, alpha, beta)
 
     # Top-k over all anchors, as YOLOv8 does: when a box has fewer than k candidates with a positive metric, ties at
@@ -192,6 +213,9 @@ def task_aligned_assign(
     top = align_metric.topk(min(topk, num_anchors), dim=-1).indices  # (B, M, k)
     in_topk = torch.zeros_like(candidates).scatter_(-1, top, True)
     mask_pos = _one_gt_per_anchor(in_topk & candidates, overlaps)  # (B, M, A)
+    if topk2 is not None and topk2 < topk:
+        best = (align_metric * mask_pos).topk(min(topk2, num_anchors), dim=-1).indices
+        mask_pos &= torch.zeros_like(mask_pos).scatter_(-1, best, True)
 
     fg_mask, gt_idx = mask_pos.to(torch.uint8).max(1)  # (B, A) each; gt_idx 0 for background (first maximum)
     fg_mask = fg_mask.bool()

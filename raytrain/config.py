@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from raytrain.models.registry import DEFAULT_ARCH, check_arch, list_models
 from raytrain.optimizers import NAMES, check_optimizer, optimizer_help
 from raytrain.parsing import (  # re-exported: the names every caller knows from raytrain.config
     ConfigError,
@@ -51,7 +52,8 @@ class Config:
     """Every training, validation, prediction and Ray/W&B argument, with Ultralytics' names and defaults."""
 
     # --- what to train ---
-    model: str = _arg("yolov8n", "model: a scale (yolov8n/s/m/l/x) built from scratch, or a raytrain checkpoint .pt")
+    model: str = _arg(DEFAULT_ARCH, f"model: a name built from scratch ({', '.join(list_models())}) or a "
+                                    f"checkpoint .pt")
     data: str = _arg("shapes", "dataset: YAML path, or built-in name (shapes offline; coco8.yaml, coco128.yaml, "
                      "coco.yaml, ... downloaded as in Ultralytics)")
     epochs: int = _arg(100, "number of epochs to train")
@@ -114,6 +116,8 @@ class Config:
     conf: float | None = _arg(None, "confidence threshold (default 0.001 for val, 0.25 for predict)", "val")
     iou: float = _arg(0.7, "NMS IoU threshold", "val")
     max_det: int = _arg(300, "maximum detections per image", "val")
+    nms: bool | None = _arg(None, "unset: NMS on the one-to-many head (every family); False: YOLO26's NMS-free "
+                                  "one-to-one head, top max_det; True: NMS (embedded in exports)", "val")
     fitness: str = _arg("mAP50-95", "metric that picks best.pt and early stopping: mAP50-95, mAP50, ...", "val")
     fitness_weights: dict[str, float] | None = _arg(None, "your own fitness: weights of mAP50-95, mAP50, precision, "
                                                           "recall, f1 (e.g. {mAP50-95: 0.9, mAP50: 0.1}); replaces "
@@ -245,6 +249,8 @@ def validate(cfg: Config) -> None:
              "no password in the URI; MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN")
     for key in ("model", "data", "project", "name"):
         _require(bool(getattr(cfg, key)), key, getattr(cfg, key), "it must not be empty")
+    if not cfg.model.endswith(".pt"):
+        check_arch(cfg.model)  # a did-you-mean line on the driver, before Ray starts
     if cfg.schedule:
         _check_schedule(cfg)
 

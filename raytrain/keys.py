@@ -6,9 +6,22 @@ and reports) imports these names from here, so they are spelled once. They are U
 
 from __future__ import annotations
 
-LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")  # DetectionLoss's parts, in its order
-TRAIN_LOSS_KEYS = tuple(f"train/{n}" for n in LOSS_NAMES)
-VAL_LOSS_KEYS = tuple(f"val/{n}" for n in LOSS_NAMES)
+# A loss names its three parts (``loss.names``, from the family: DFL heads log dfl_loss, YOLO26 logs l1_loss);
+# these are every name a family may use, for readers that accept any run.
+LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss", "l1_loss")
+
+
+def train_loss_keys(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The results columns of a loss's parts: ``train/box_loss`` ..."""
+    return tuple(f"train/{n}" for n in names)
+
+
+def val_loss_keys(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"val/{n}" for n in names)
+
+
+TRAIN_LOSS_KEYS = train_loss_keys(LOSS_NAMES)
+VAL_LOSS_KEYS = val_loss_keys(LOSS_NAMES)
 
 PRECISION = "metrics/precision(B)"
 RECALL = "metrics/recall(B)"
@@ -16,7 +29,12 @@ MAP50 = "metrics/mAP50(B)"
 MAP50_95 = "metrics/mAP50-95(B)"
 METRIC_KEYS = (PRECISION, RECALL, MAP50, MAP50_95)  # Ultralytics' metric columns of results.csv
 F1 = "metrics/f1(B)"  # F1 at the P/R operating point: DetectionMetrics.compute() returns it too
-VAL_KEYS = (*METRIC_KEYS, F1, *VAL_LOSS_KEYS)  # what one validation pass contributes to an epoch's row
+VAL_KEYS = (*METRIC_KEYS, F1, *VAL_LOSS_KEYS)  # every key a validation pass may contribute to an epoch's row
+
+
+def val_keys(loss_names: tuple[str, ...]) -> tuple[str, ...]:
+    """What one validation pass with a loss of these part names contributes to an epoch's row."""
+    return (*METRIC_KEYS, F1, *val_loss_keys(loss_names))
 
 LR_KEYS = ("lr/pg0", "lr/pg1", "lr/pg2")  # the optimizer's three parameter groups (see engine/optim.py)
 EPOCH = "epoch"  # from 1
@@ -25,10 +43,20 @@ TIME = "time"  # cumulative training seconds (Ultralytics' results.csv column)
 EPOCH_SECONDS = "time/epoch"  # this epoch's seconds, validation and saving included
 TRAIN_SECONDS = "time/train"  # this epoch's training seconds only
 
-# results.csv, column by column, as in Ultralytics.
-RESULTS_COLUMNS = (EPOCH, TIME, *TRAIN_LOSS_KEYS, *METRIC_KEYS, *VAL_LOSS_KEYS, *LR_KEYS)
-# Every key of an epoch's report (the loop reports these; tune's metric must be one of them).
-EPOCH_KEYS = (EPOCH, *TRAIN_LOSS_KEYS, *VAL_KEYS, FITNESS, *LR_KEYS, TIME, EPOCH_SECONDS, TRAIN_SECONDS)
+
+def results_columns(loss_names: tuple[str, ...]) -> tuple[str, ...]:
+    """results.csv, column by column, as in Ultralytics, for a loss with these part names."""
+    return (EPOCH, TIME, *train_loss_keys(loss_names), *METRIC_KEYS, *val_loss_keys(loss_names), *LR_KEYS)
+
+
+def epoch_keys(loss_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Every key of an epoch's report for a loss with these part names."""
+    return (EPOCH, *train_loss_keys(loss_names), *val_keys(loss_names), FITNESS, *LR_KEYS, TIME, EPOCH_SECONDS,
+            TRAIN_SECONDS)
+
+
+# Every key any run's epoch report may hold (the trackers' filter; tune's metric must be one of them).
+EPOCH_KEYS = epoch_keys(LOSS_NAMES)
 
 # What a tune trial measures of its model before training (raytrain.deploy), reported with every epoch: latency at
 # batch 1 (median and interquartile range over the timed runs, milliseconds), parameters, GFLOPs at the trial's imgsz.

@@ -225,5 +225,6 @@ def test_inspect_checks_the_class_count_and_the_arch(tmp_path, saved, trained_ck
     assert "unknown arch 'yolov9n'" in _inspect_error(future, "pretrained")
     state_dict = tmp_path / "state_dict.pt"
     torch.save(build_model("yolov8n", nc=1).state_dict(), state_dict)
-    assert f"plain state_dict (355 tensors), not a raytrain checkpoint. If it is an Ultralytics YOLOv8 " \
-           f"DetectionModel state_dict, convert it: raytrain convert {state_dict}" in _inspect_error(state_dict)
+    assert f"plain state_dict (355 tensors), not a raytrain checkpoint. If it is an Ultralytics " \
+           f"DetectionModel state_dict (YOLOv8, YOLO11, YOLO26), convert it: raytrain convert {state_dict}" \
+           in _inspect_error(state_dict)

@@ -1,4 +1,5 @@
-"""The YOLOv8 detector: exact parameter counts, Ultralytics layer layout, raw-map outputs, decoding, fuse."""
+"""The YOLOv8 detector in detail: Ultralytics layer layout, raw-map outputs, decoding, fuse (every family's counts and
+parity with Ultralytics: test_models_families.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from torch import nn
 from raytrain.config import ConfigError
 from raytrain.models import DetectionModel, bbox2dist, build_model, dist2bbox, make_anchors
 from raytrain.models.blocks import SPPF, C2f, Concat, Conv
-from raytrain.models.head import DFL, Detect, decode_predictions, dfl_expectation
+from raytrain.models.head import DFL, Detect, decode_predictions, expected_distances
+from raytrain.models.spec import HeadSpec
 
 # Ultralytics' reported parameter counts for the 80-class models (YOLOv8 README / model summaries).
 PARAMS_AT_80 = {"yolov8n": 3_157_200, "yolov8s": 11_166_560, "yolov8m": 25_902_640, "yolov8l": 43_691_520,
@@ -92,7 +94,7 @@ def test_head_bias_initialisation():
     model = build_model("yolov8s", nc=80)
     head = model.model[22]
     for level, stride in enumerate((8, 16, 32)):
-        assert torch.all(head.cv2[level][2].bias == 1.0)
+        assert torch.all(head.cv2[level][2].bias == 2.0)  # Ultralytics 8.4's box prior
         expected = math.log(5 / 80 / (640 / stride) ** 2)  # -11.537 at stride 8, -8.764 at stride 32
         assert torch.allclose(head.cv3[level][2].bias, torch.full((80,), expected))
     assert head.cv3[0][2].bias[0].item() == pytest.approx(-11.5366, abs=1e-4)
@@ -122,19 +124,21 @@ def test_dist2bbox_and_bbox2dist_hand_checked():
 
 
 def test_dfl_takes_the_expected_bin():
-    dfl = DFL(16)
-    logits = torch.full((1, 4 * 16, 1), -1e4)
+    logits = torch.full((1, 4 * 16), -1e4)
     for side, bin_ in enumerate((0, 3, 7, 15)):
-        logits[0, side * 16 + bin_, 0] = 1e4
-    assert dfl(logits)[0, :, 0].tolist() == [0.0, 3.0, 7.0, 15.0]
-    half = torch.full((1, 64, 1), -1e4)
-    half[0, [2, 3, 16, 17, 32, 33, 48, 49], 0] = 0.0  # equal mass on bins 2 and 3 (and 0, 1 for the others)
-    assert dfl(half)[0, :, 0].tolist() == [2.5, 0.5, 0.5, 0.5]
-    assert dfl_expectation(half, 16)[0, :, 0].tolist() == [2.5, 0.5, 0.5, 0.5]  # the module is this function
+        logits[0, side * 16 + bin_] = 1e4
+    assert expected_distances(logits, 16)[0].tolist() == [0.0, 3.0, 7.0, 15.0]
+    half = torch.full((1, 64), -1e4)
+    half[0, [2, 3, 16, 17, 32, 33, 48, 49]] = 0.0  # equal mass on bins 2 and 3 (and 0, 1 for the others)
+    assert expected_distances(half, 16)[0].tolist() == [2.5, 0.5, 0.5, 0.5]
+    # reg_max=1 (YOLO26): the four values are the distances themselves, no softmax.
+    assert expected_distances(torch.tensor([[1.0, 2.5, -0.5, 3.0]]), 1)[0].tolist() == [1.0, 2.5, -0.5, 3.0]
+    # The module holds Ultralytics' fixed projection 0..15 (for key-for-key conversion); nothing reads it.
+    assert DFL(16).conv.weight.flatten().tolist() == list(range(16))
 
 
 def test_head_decode_hand_checked():
-    head = Detect(nc=2, ch=(8, 8, 8))
+    head = Detect(nc=2, ch=(8, 8, 8), strides=(8, 16, 32), spec=HeadSpec(reg_max=16))
     sizes = [(2, 2), (1, 1), (1, 1)]  # a 16 x 16 input: strides 8, 16, 32 (the last two levels are 1 x 1)
     outs = [torch.full((1, 64 + 2, h, w), -1e4) for h, w in sizes]
     # Level 0, cell (row 1, col 0), anchor (0.5, 1.5): distances l, t, r, b = 0, 1, 2, 0.5 grid units.

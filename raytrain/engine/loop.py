@@ -80,6 +80,7 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
         if not mosaic and epoch == state.schedule_epochs - cfg.close_mosaic + 1:
             LOGGER.info("Closing mosaic for the last %d epochs.", cfg.close_mosaic)
         w.train_loader.set_epoch(epoch, mosaic=mosaic)
+        w.loss_fn = w.loss_fn.at_epoch(epoch, state.schedule_epochs)  # YOLO26's branch weights follow the epoch
         w.emit("on_train_epoch_start", state, epoch=epoch)
         result = train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=epoch - 1,
                                  schedule=dataclasses.replace(w.schedule, epochs=state.schedule_epochs), ema=w.ema,
@@ -87,7 +88,7 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
                                  last_step=last_step, on_batch_end=_on_batch_end(w, state, epoch, nb))
         last_step = result.last_step
         losses = mean_over_ranks(result.losses.clone()).tolist()
-        row = {keys.EPOCH: epoch, **dict(zip(keys.TRAIN_LOSS_KEYS, losses, strict=True)),
+        row = {keys.EPOCH: epoch, **dict(zip(keys.train_loss_keys(w.loss_fn.names), losses, strict=True)),
                **current_lrs(w.optimizer), keys.TRAIN_SECONDS: result.seconds, **scheduled}
         if state.continued_from:  # the first epoch on another run's state: trackers show where it came from
             row.update(exploit_fields(state.continued_from))
@@ -109,7 +110,7 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
                         "patience=%d).", epoch - state.best_epoch, state.best_fitness, state.best_epoch, cfg.patience)
         if stop and metrics is None:
             metrics = validate(w)
-        row.update(metrics or dict.fromkeys(keys.VAL_KEYS, 0.0))
+        row.update(metrics or dict.fromkeys(keys.val_keys(w.loss_fn.names), 0.0))
         row[keys.FITNESS] = fit
         state.epoch, seconds = epoch, time.perf_counter() - started
         state.train_time += seconds
@@ -163,8 +164,8 @@ def validate(w: Worker) -> dict[str, float]:
     from raytrain.engine.validate import evaluate
 
     result = evaluate(w.ema.ema, w.val_loader, device=w.device, names=w.names, iou=w.cfg.iou,
-                      max_det=w.cfg.max_det, loss_fn=w.loss_fn)
-    return {k: float(result.metrics.get(k, 0.0)) for k in keys.VAL_KEYS}
+                      max_det=w.cfg.max_det, loss_fn=w.loss_fn, nms=w.cfg.nms)
+    return {k: float(result.metrics.get(k, 0.0)) for k in keys.val_keys(w.loss_fn.names)}
 
 
 def _epochs_within_time(w: Worker, state: RunState, epoch: int, started: float) -> int:
@@ -188,7 +189,7 @@ def _on_batch_end(w: Worker, state: RunState, epoch: int, batches: int) -> Calla
         if progress is not None:
             progress(i, losses)
         w.emit("on_train_batch_end", state, epoch=epoch, batch=i,
-               metrics=dict(zip(keys.TRAIN_LOSS_KEYS, losses.tolist(), strict=True)))
+               metrics=dict(zip(keys.train_loss_keys(w.loss_fn.names), losses.tolist(), strict=True)))
 
     return on_batch_end
 

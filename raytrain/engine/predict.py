@@ -18,7 +18,7 @@ from torch import nn
 
 from raytrain.data.augment import letterbox
 from raytrain.data.images import IMAGE_SUFFIXES
-from raytrain.ops import non_max_suppression, scale_boxes
+from raytrain.ops import scale_boxes
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -39,17 +39,19 @@ def list_images(source: str | Path) -> list[Path]:
 
 
 def predict_image(model: nn.Module, image_rgb: np.ndarray, *, imgsz: int, device: torch.device,
-                  conf: float = 0.25, iou: float = 0.7, max_det: int = 300) -> torch.Tensor:
+                  conf: float = 0.25, iou: float = 0.7, max_det: int = 300, nms: bool | None = None) -> torch.Tensor:
     """Detections for one image.
 
     Args:
-        model: eval-mode detector: ``model(x)`` returns raw maps, ``model.decode(maps)`` ``(B, 4 + nc, A)``.
+        model: eval-mode detector: ``model(x)`` returns the raw output, ``model.detect(raw, ...)`` the detections
+            (a ``DetectionModel`` or an exported-model runner).
         image_rgb: ``(h0, w0, 3)`` uint8 RGB image.
         imgsz: network input size (the image is letterboxed into ``imgsz x imgsz``).
         device: where the model lives.
         conf: confidence threshold.
         iou: NMS IoU threshold.
         max_det: detections kept.
+        nms: unset, NMS on the one-to-many head; False, YOLO26's NMS-free one-to-one top-k.
 
     Returns:
         ``(n, 6)`` rows ``[x1, y1, x2, y2, score, cls]``, ``xyxy`` in original pixels, on the CPU.
@@ -57,7 +59,7 @@ def predict_image(model: nn.Module, image_rgb: np.ndarray, *, imgsz: int, device
     img, gain, pad = letterbox(image_rgb, imgsz)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device).float() / 255
     with torch.no_grad():
-        (det,) = non_max_suppression(model.decode(model(x)), conf, iou, max_det)
+        (det,) = model.detect(model(x), conf=conf, iou=iou, max_det=max_det, nms=nms)
     det = det.float().cpu()
     det[:, :4] = scale_boxes(det[:, :4], (gain, pad), image_rgb.shape[:2])
     return det
@@ -114,12 +116,14 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.engine.devices import select_device
     from raytrain.files import next_run_dir
     from raytrain.models.checkpoint import inspect_checkpoint, model_from_checkpoint
+    from raytrain.models.weights import resolve_weights
 
     if "source" not in args and positional:
         args = {**args, "source": positional[0]}
     if "model" not in args:
         raise ConfigError("raytrain predict needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    ckpt = inspect_checkpoint(str(args["model"]), key="model")  # or a one-line error naming the file
+    args = {**args, "model": resolve_weights(str(args["model"]), key="model")}  # yolo26n.pt: fetched, converted once
+    ckpt = inspect_checkpoint(args["model"], key="model")  # or a one-line error naming the file
     trained = ckpt.get("config") or {}
     base = {"name": "predict", **({"imgsz": trained["imgsz"]} if "imgsz" in trained else {})}
     cfg = make_config(base, args, where=["checkpoint", "arguments"])
@@ -140,7 +144,7 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
             LOGGER.warning("Skipping %s: not a readable image.", file)
             continue
         det = predict_image(model, image_rgb, imgsz=cfg.imgsz, device=device, conf=conf, iou=cfg.iou,
-                            max_det=cfg.max_det)
+                            max_det=cfg.max_det, nms=cfg.nms)
         image_bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(save_dir / file.name), draw_detections(image_bgr, det, names))
         results.append(detections_json(file, image_rgb.shape[:2], det, names))

@@ -11,13 +11,15 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-COLUMNS = (
-    "epoch", "time",
-    "train/box_loss", "train/cls_loss", "train/dfl_loss",
-    "metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
-    "val/box_loss", "val/cls_loss", "val/dfl_loss",
-    "lr/pg0", "lr/pg1", "lr/pg2",
-)  # "time" is cumulative training time in seconds, as in Ultralytics
+from raytrain import keys
+
+DFL_LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")  # YOLOv8's and YOLO11's loss parts
+COLUMNS = keys.results_columns(DFL_LOSS_NAMES)  # "time" is cumulative training time in seconds, as in Ultralytics
+
+
+def loss_names_of(row: Mapping[str, float]) -> tuple[str, ...]:
+    """The loss part names an epoch row holds (``train/<name>`` keys, in the loss's order)."""
+    return tuple(n for n in keys.LOSS_NAMES if keys.train_loss_keys((n,))[0] in row) or DFL_LOSS_NAMES
 
 
 def _fmt(value: float) -> str:
@@ -27,16 +29,18 @@ def _fmt(value: float) -> str:
 
 
 def write_results_csv(path: str | Path, rows: Sequence[Mapping[str, float]]) -> Path:
-    """Write ``rows`` (dicts holding at least :data:`COLUMNS`) to ``path``, replacing it (written atomically)."""
+    """Write ``rows`` (epoch rows of one run) to ``path``, replacing it (written atomically); the columns are
+    :func:`raytrain.keys.results_columns` of the loss parts the rows hold (YOLO26 runs have ``l1_loss``)."""
+    columns = keys.results_columns(loss_names_of(rows[0])) if rows else COLUMNS
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for row in rows:
             writer.writerow([_fmt(int(row["epoch"])) if c == "epoch" else _fmt(float(row.get(c, math.nan)))
-                             for c in COLUMNS])
+                             for c in columns])
     tmp.replace(path)
     return path
 
@@ -48,10 +52,10 @@ def read_results_csv(path: str | Path) -> list[dict[str, float]]:
     return [{k.strip(): (int(v) if k.strip() == "epoch" else float(v)) for k, v in row.items()} for row in rows]
 
 
-PLOTS = (
-    "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)", "metrics/recall(B)",
-    "val/box_loss", "val/cls_loss", "val/dfl_loss", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
-)
+def plotted(loss_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The ten panels of results.png: train losses, precision, recall (top row); val losses, mAP50, mAP50-95."""
+    return (*keys.train_loss_keys(loss_names), keys.PRECISION, keys.RECALL, *keys.val_loss_keys(loss_names),
+            keys.MAP50, keys.MAP50_95)
 
 
 def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
@@ -66,7 +70,7 @@ def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     rows = read_results_csv(csv_path)
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(2, 5, figsize=(15, 6), tight_layout=True)
-    for ax, key in zip(axes.ravel(), PLOTS, strict=True):
+    for ax, key in zip(axes.ravel(), plotted(loss_names_of(rows[0]) if rows else DFL_LOSS_NAMES), strict=True):
         values = [r.get(key, math.nan) for r in rows]
         ax.plot(epochs, values, marker=".", linewidth=2, markersize=6)
         ax.set_title(key, fontsize=11)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 import socket
@@ -142,22 +141,18 @@ class Worker:
 
 
 def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: int = 0, world: int = 1,
-                callbacks: dict[str, list[Callable]] | None = None, interactive: bool = False) -> Worker:
+                callbacks: dict[str, list[Callable]] | None = None, interactive: bool = False,
+                choice: Any = None) -> Worker:
     """Model, data, optimizer, schedule and EMA for one rank; no Ray calls (``bench/throughput.py`` uses it too).
 
     The model is not wrapped in DDP and no state is restored: the caller does that (:mod:`raytrain.train.worker`
-    inside Ray; :func:`raytrain.engine.state.initial_state` restores).
+    inside Ray; :func:`raytrain.engine.state.initial_state` restores). ``choice``: the run's resolved optimizer
+    (:class:`raytrain.optimizers.OptimizerChoice`, planned on the driver and kept in ``run.json``); None resolves it
+    here from this rank's data.
     """
     from raytrain.engine.autobatch import autobatch
-    from raytrain.engine.optim import (
-        accumulate_steps,
-        build_optimizer,
-        choose_optimizer,
-        freeze_layers,
-        scaled_weight_decay,
-        warmup_iterations,
-    )
-    from raytrain.loss import DetectionLoss
+    from raytrain.engine.optim import accumulate_steps, freeze_layers, make_optimizer, resolve_choice
+    from raytrain.loss import build_loss
 
     torch.set_num_threads(max(int(cfg.cpus_per_worker), 1))  # the CPUs Ray reserved for this worker
     if cfg.deterministic:
@@ -182,23 +177,16 @@ def make_worker(cfg: Config, spec: Any, *, device: Any, save_dir: Path, rank: in
     loader_workers = min(cfg.workers, int(cfg.cpus_per_worker))  # capped to the CPUs this worker has
     train_loader, val_loader = build_loaders(cfg, spec, batch=batch, workers=loader_workers, rank=rank, world=world)
 
-    accumulate = accumulate_steps(cfg.nbs, global_batch)
-    decay = scaled_weight_decay(cfg.weight_decay, global_batch, accumulate, cfg.nbs)
-    iterations = math.ceil(len(train_loader.dataset) / max(global_batch, cfg.nbs)) * cfg.epochs
-    choice = choose_optimizer(cfg.optimizer, lr0=cfg.lr0, momentum=cfg.momentum, warmup_bias_lr=cfg.warmup_bias_lr,
-                              nc=len(names), iterations=iterations)
-    LOGGER.info("Optimizer: %s (%s); weight decay %.3g, %d images per optimizer step.", choice.name, choice.reason,
-                decay, global_batch * accumulate)
-    optimizer = build_optimizer(model, choice.name, lr0=choice.lr0, momentum=choice.momentum, weight_decay=decay)
+    if choice is None:
+        choice = resolve_choice(cfg, model, nc=len(names), train_images=len(train_loader.dataset), batch=global_batch)
+    optimizer, schedule = make_optimizer(model, cfg, choice, batch=global_batch, batches=len(train_loader))
+    LOGGER.info("Optimizer: %s. Warmup %d iterations, %d images per optimizer step.", choice.describe(),
+                schedule.warmup_iters, global_batch * accumulate_steps(cfg.nbs, global_batch))
     amp = cfg.amp and device.type == "cuda"
-    schedule = Schedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=cfg.epochs, cos=cfg.cos_lr,
-                        warmup_iters=warmup_iterations(cfg.warmup_epochs, len(train_loader)),
-                        warmup_bias_lr=choice.warmup_bias_lr, warmup_momentum=cfg.warmup_momentum,
-                        momentum=choice.momentum, nbs=cfg.nbs, batch=global_batch)
     return Worker(cfg=cfg, rank=rank, world=world, device=device, names=names, save_dir=Path(save_dir),
                   model=model, ema=ModelEMA(model), optimizer=optimizer,
                   scaler=torch.amp.GradScaler("cuda", enabled=amp),
-                  loss_fn=DetectionLoss(len(names), box=cfg.box, cls=cfg.cls, dfl=cfg.dfl),
+                  loss_fn=build_loss(model.spec, len(names), cfg),
                   train_loader=train_loader, val_loader=val_loader, schedule=schedule, global_batch=global_batch,
                   amp=amp, callbacks=callbacks or {}, interactive=interactive)
 

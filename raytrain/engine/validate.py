@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from raytrain.keys import VAL_LOSS_KEYS
+from raytrain.keys import val_loss_keys
 from raytrain.metrics import DetectionMetrics
-from raytrain.ops import non_max_suppression, scale_boxes, xywh2xyxy
+from raytrain.ops import scale_boxes, xywh2xyxy
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -105,8 +105,10 @@ def evaluate(
     max_det: int = 300,
     loss_fn: Any = None,
     save_json: bool = False,
+    nms: bool | None = None,
 ) -> ValResult:
-    """Run the model over a loader, decode, suppress, map to the original images and compute COCO metrics.
+    """Run the model over a loader, detect (decode, then NMS or top-k), map to the original images and compute COCO
+    metrics.
 
     Called on every rank with a sharded loader during training: when ``torch.distributed`` is initialised, the
     per-image matches (and losses and predictions) are gathered so every rank returns the global metrics. The
@@ -114,9 +116,10 @@ def evaluate(
     afterwards. One forward pass per batch serves the metrics and the loss.
 
     Args:
-        model: ``model(imgs)`` returns raw maps (what ``loss_fn`` takes) and ``model.decode(maps)`` turns them into
-            ``(B, 4 + nc, A)`` ``xywh`` input-pixel boxes and sigmoid scores, as a raytrain ``DetectionModel`` does
-            (a DDP wrapper is unwrapped).
+        model: ``model(imgs)`` returns the raw output (what ``loss_fn`` takes) and ``model.detect(raw, conf=,
+            iou=, max_det=, nms=, multi_label=)`` the detections per image, as a raytrain ``DetectionModel`` does (a
+            DDP wrapper is unwrapped). Any object with those two calls works (an exported-model runner): when it is
+            not an ``nn.Module``, it is fed float32 and no train/eval mode is touched.
         loader: batches as in the data contract (``img`` uint8 (B, 3, H, W), ``targets`` (N, 6) ``[batch_idx, cls,
             xywh_n]``, ``im_files``, ``ori_shapes``, ``ratio_pads``; images flagged in an optional ``padded`` list
             are rank-balancing repeats and are not scored).
@@ -124,22 +127,26 @@ def evaluate(
         names: class names (list or {id: name}); ``len(names)`` is the number of classes.
         conf: NMS confidence threshold (0.001 for mAP).
         iou: NMS IoU threshold.
-        max_det: detections kept per image by NMS (AP then counts the top 100 per image and class, as COCO).
-        loss_fn: ``loss_fn(maps, targets, img_hw) -> (total, parts (3,))`` to also report val losses.
+        max_det: detections kept per image (AP then counts the top 100 per image and class, as COCO).
+        loss_fn: ``loss_fn(raw, targets, img_hw) -> (total, parts (3,))`` to also report val losses (named by
+            ``loss_fn.names``).
         save_json: also return COCO-format ``predictions``.
+        nms: Ultralytics 8.4's ``nms=``: unset, NMS on the one-to-many head; False, YOLO26's one-to-one top-k.
 
     Returns:
         A :class:`ValResult`.
     """
     model = _unwrap(model)
-    decode = getattr(model, "decode", None)
-    if not callable(decode):
-        raise TypeError(f"evaluate needs a model with decode(maps) (raw maps -> (B, 4 + nc, A)); "
+    if not callable(getattr(model, "detect", None)):
+        raise TypeError(f"evaluate needs a model with detect(raw, ...) (raw output -> detections per image); "
                         f"{type(model).__name__} has none.")
     device = torch.device(device)
-    dtype = next(model.parameters()).dtype  # e.g. a half-precision model on a GPU
-    modes = {m: m.training for m in model.modules()}  # restored exactly (frozen BatchNorm may differ from the root)
-    model.eval()
+    is_module = isinstance(model, nn.Module)
+    dtype = next(model.parameters()).dtype if is_module else torch.float32  # e.g. a half model on a GPU
+    # Modes restored exactly afterwards (frozen BatchNorm may differ from the root).
+    modes = {m: m.training for m in model.modules()} if is_module else {}
+    if is_module:
+        model.eval()
     metrics = DetectionMetrics(len(names), names)
     predictions: list[dict[str, Any]] | None = [] if save_json else None
     losses = torch.zeros(4)  # box, cls, dfl sums, and the number of batches
@@ -152,14 +159,13 @@ def evaluate(
                 imgs = batch["img"].to(device, non_blocking=True).to(dtype) / 255
                 targets = batch["targets"].to(device)
                 t1 = time.perf_counter()
-                maps = model(imgs)
-                decoded = decode(maps)
+                raw = model(imgs)
                 t2 = time.perf_counter()
                 if loss_fn is not None:
-                    _, parts = loss_fn(maps, targets, tuple(imgs.shape[2:]))
+                    _, parts = loss_fn(raw, targets, tuple(imgs.shape[2:]))
                     losses += torch.cat((parts.detach().float().cpu(), torch.ones(1)))
                 t3 = time.perf_counter()
-                dets = non_max_suppression(decoded, conf, iou, max_det, multi_label=True)
+                dets = model.detect(raw, conf=conf, iou=iou, max_det=max_det, nms=nms, multi_label=True)
                 targets = targets.cpu()
                 padded = batch.get("padded") or [False] * len(dets)
                 for i, det in enumerate(dets):
@@ -183,7 +189,7 @@ def evaluate(
     result = metrics.compute()
     if loss_fn is not None:
         mean = losses[:3] / losses[3].clamp(min=1)
-        result.update({key: float(v) for key, v in zip(VAL_LOSS_KEYS, mean, strict=True)})
+        result.update({key: float(v) for key, v in zip(val_loss_keys(loss_fn.names), mean, strict=True)})
     speed = {key: 1e3 * s / max(images, 1) for key, s in seconds.items()}
     return ValResult(result, metrics.per_class(), predictions, speed)
 
@@ -204,7 +210,7 @@ def format_table(metrics: Mapping[str, float], per_class: Sequence[Mapping[str, 
 
 
 def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain val model=CKPT data=DATA [imgsz batch conf iou split save_json project name]``."""
+    """``raytrain val model=CKPT data=DATA [imgsz batch conf iou nms split save_json project name]``."""
     import os
 
     from raytrain.config import ConfigError, make_config
@@ -212,12 +218,14 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.engine.devices import select_device
     from raytrain.files import next_run_dir
     from raytrain.models.checkpoint import inspect_checkpoint, model_from_checkpoint
+    from raytrain.models.weights import resolve_weights
 
     if "model" not in args and positional:
         args = {**args, "model": positional[0]}
     if "model" not in args:
         raise ConfigError("raytrain val needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    ckpt = inspect_checkpoint(str(args["model"]), key="model")  # or a one-line error naming the file
+    args = {**args, "model": resolve_weights(str(args["model"]), key="model")}  # yolo26n.pt: fetched, converted once
+    ckpt = inspect_checkpoint(args["model"], key="model")  # or a one-line error naming the file
     trained = ckpt.get("config") or {}
     # Unless given, validate on the dataset and image size the checkpoint was trained with.
     base = {"name": "val", **{k: trained[k] for k in ("data", "imgsz", "single_cls") if k in trained}}
@@ -235,7 +243,7 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
                               seed=cfg.seed)
     conf = 0.001 if cfg.conf is None else cfg.conf
     result = evaluate(model, loader, device=device, names=names, conf=conf, iou=cfg.iou, max_det=cfg.max_det,
-                      save_json=cfg.save_json)
+                      save_json=cfg.save_json, nms=cfg.nms)
     save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     print(format_table(result.metrics, result.per_class, len(dataset), cfg.verbose))

@@ -23,7 +23,8 @@ from torch import nn
 
 from raytrain.config import ConfigError
 from raytrain.files import atomic_write
-from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
+from raytrain.models.detector import DetectionModel, build_model
+from raytrain.models.registry import ARCHS
 
 FORMAT = "raytrain.detect"
 VERSION = 1
@@ -213,8 +214,8 @@ def _check_layout(obj: dict[str, Any], where: str, file: str | Path | None = Non
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(
                 f"{where} is a plain state_dict ({len(obj)} tensors), not a raytrain checkpoint. If it is an "
-                f"Ultralytics YOLOv8 DetectionModel state_dict, convert it: raytrain convert {file or where} "
-                f"converted.pt")
+                f"Ultralytics DetectionModel state_dict (YOLOv8, YOLO11, YOLO26), convert it: raytrain convert "
+                f"{file or where} converted.pt")
         found = f"format={obj['format']!r}" if "format" in obj else f"keys {sorted(map(str, obj))[:8]}"
         raise CheckpointError(f"{where} is not a raytrain checkpoint (expected format='{FORMAT}', found {found}).")
     version = obj.get("version")
@@ -224,8 +225,8 @@ def _check_layout(obj: dict[str, Any], where: str, file: str | Path | None = Non
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise CheckpointError(f"{where} is an incomplete raytrain checkpoint: missing {', '.join(missing)}.")
-    if obj["arch"] not in SCALES:
-        raise CheckpointError(f"{where}: unknown arch {obj['arch']!r} (this raytrain builds {', '.join(SCALES)}); "
+    if obj["arch"] not in ARCHS:
+        raise CheckpointError(f"{where}: unknown arch {obj['arch']!r} (this raytrain builds {', '.join(ARCHS)}); "
                               f"a newer raytrain may have written it: upgrade raytrain, or train this scale again.")
 
 

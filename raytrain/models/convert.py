@@ -1,8 +1,10 @@
-"""``raytrain convert SRC OUT``: Ultralytics YOLOv8 detection weights -> a raytrain checkpoint.
+"""``raytrain convert SRC OUT``: Ultralytics YOLOv8 / YOLO11 / YOLO26 detection weights -> a raytrain checkpoint.
 
 Our layer indices and state_dict keys are Ultralytics', so conversion is a key-for-key copy after checking every
-name and shape. The scale comes from the stem width (``model.0.conv.weight``: 16/32/48/64/80 filters for n/s/m/l/x)
-and the class count from the class-output convolution (``model.22.cv3.0.2.weight``).
+name and shape. The class count comes from the class-output convolution of the family's Detect layer
+(``model.22.cv3.0.2.weight`` for YOLOv8, ``model.23...`` for YOLO11/YOLO26); family and scale from comparing every
+key and shape with each registered architecture (built on the meta device, no memory): YOLO11 and YOLO26 m and l
+have equally wide stems and differ only in depth, and YOLO26 alone has the ``one2one_*`` branch.
 
 Two sources are accepted:
 
@@ -24,22 +26,23 @@ import torch
 
 from raytrain.config import ConfigError, read_yaml_mapping
 from raytrain.models.checkpoint import FORMAT, CheckpointError, is_pickle_file, make_checkpoint, save_checkpoint
+from raytrain.models.detector import DetectionModel, build_model
+from raytrain.models.registry import ARCHS, FAMILIES
 from raytrain.models.ultralytics_pickle import read_ultralytics_checkpoint
-from raytrain.models.yolov8 import SCALES, DetectionModel, build_model
 
 LOGGER = logging.getLogger("raytrain")
 
-STEM_KEY = "model.0.conv.weight"
-CLASS_KEY = "model.22.cv3.0.2.weight"
-# Stem filters (64 * width) -> scale.
-ARCH_BY_STEM_WIDTH = {16: "yolov8n", 32: "yolov8s", 48: "yolov8m", 64: "yolov8l", 80: "yolov8x"}
+
+def class_key(detect_index: int) -> str:
+    """The class-output convolution of the first level, whose out-channels are nc."""
+    return f"model.{detect_index}.cv3.0.2.weight"
 
 
 def read_source(src: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """The detection state_dict in ``src`` and the class names when the file has them.
 
     Raises:
-        CheckpointError: not a YOLOv8 detection state_dict or Ultralytics checkpoint, or a pickled checkpoint
+        CheckpointError: not a detection state_dict or Ultralytics checkpoint, or a pickled checkpoint
             naming a global outside the allow-list (refused before anything runs).
     """
     src = Path(src).expanduser()
@@ -63,7 +66,7 @@ def read_source(src: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | N
             if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
                 return dict(inner), _names_list(obj.get("names"))
     raise CheckpointError(f"{src} holds a {type(obj).__name__} that is not a state_dict of tensors; expected an "
-                          f"Ultralytics YOLOv8 DetectionModel state_dict.")
+                          f"Ultralytics DetectionModel state_dict (YOLOv8, YOLO11 or YOLO26).")
 
 
 def _read_pickled_ultralytics(src: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
@@ -85,35 +88,55 @@ def _names_list(names: Any) -> list[str] | None:
     return None
 
 
+def _signature(arch: str, nc: int) -> dict[str, tuple[int, ...]]:
+    """Every state_dict key of ``arch`` with ``nc`` classes and its shape (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in build_model(arch, nc=nc).state_dict().items()}
+
+
+def _differences(state: Mapping[str, torch.Tensor], own: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What keeps ``state`` from loading into a model whose keys and shapes are ``own``, one phrase per kind."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {own[k]})" for k in own if k in state and
+             tuple(state[k].shape) != own[k]]
+    return [f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+
+
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, int]:
-    """(arch, nc) from tensor shapes: stem width gives the scale, the class-output conv gives nc."""
-    if STEM_KEY not in state_dict or CLASS_KEY not in state_dict:
-        missing = STEM_KEY if STEM_KEY not in state_dict else CLASS_KEY
-        raise CheckpointError(f"not an Ultralytics YOLOv8 detection state_dict: no '{missing}' "
+    """(arch, nc) of an Ultralytics detection state_dict: nc from the class-output conv of the family's Detect layer,
+    the architecture as the registered one whose every key and shape match."""
+    candidates = [(f, int(state_dict[class_key(f.detect_index)].shape[0])) for f in FAMILIES.values()
+                  if class_key(f.detect_index) in state_dict]
+    if not candidates:
+        keys = ", ".join(class_key(i) for i in sorted({f.detect_index for f in FAMILIES.values()}))
+        raise CheckpointError(f"not an Ultralytics detection state_dict of {', '.join(FAMILIES)}: none of {keys} "
                               f"(found keys like {list(state_dict)[:3]}).")
-    stem = int(state_dict[STEM_KEY].shape[0])
-    if stem not in ARCH_BY_STEM_WIDTH:
-        raise CheckpointError(f"stem width {stem} matches no YOLOv8 scale (expected one of "
-                              f"{sorted(ARCH_BY_STEM_WIDTH)} for {', '.join(SCALES)}).")
-    return ARCH_BY_STEM_WIDTH[stem], int(state_dict[CLASS_KEY].shape[0])
+    stem = tuple(state_dict["model.0.conv.weight"].shape) if "model.0.conv.weight" in state_dict else None
+    closest: tuple[int, str, list[str]] | None = None
+    for family, nc in candidates:
+        # The stem's width rules most scales out without building them (m and l stems are equally wide).
+        likely = [a for a in family.archs
+                  if stem is None or stem[0] == family.scales[a[-1]].channels(family.layers[0].channels)]
+        for arch in likely or family.archs:
+            problems = _differences(state_dict, _signature(arch, nc))
+            if not problems:
+                return arch, nc
+            count = sum(p.count(",") + 1 for p in problems)
+            if closest is None or count < closest[0]:
+                closest = (count, arch, problems)
+    _, arch, problems = closest
+    raise CheckpointError(f"not a state_dict of any registered detector ({', '.join(ARCHS)}); closest is {arch}, "
+                          f"but {'; '.join(problems)}. YOLOv5/YOLOv9/YOLOv10 and segment/pose models do not convert.")
 
 
 def model_from_ultralytics(state_dict: Mapping[str, torch.Tensor]) -> DetectionModel:
-    """Our detector holding an Ultralytics YOLOv8 detection state_dict, after checking every key and shape."""
+    """Our detector holding an Ultralytics detection state_dict of any registered family, after checking every key
+    and shape."""
     state = {k.removeprefix("module."): v for k, v in state_dict.items()}
     arch, nc = infer_arch(state)
     model = build_model(arch, nc=nc)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        problems = [f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                    if items]
-        raise CheckpointError(f"not a YOLOv8 detection state_dict (looks like {arch}, nc={nc}, but "
-                              f"{'; '.join(problems)}). YOLO11, YOLOv5 and segment/pose models do not convert.")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     return model
 
@@ -138,7 +161,7 @@ def parse_names(value: Any, nc: int) -> list[str] | None:
 
 
 def convert(src: str | Path, out: str | Path, names: Any = None) -> Path:
-    """Convert Ultralytics YOLOv8 detection weights in ``src`` to a raytrain checkpoint at ``out``.
+    """Convert Ultralytics YOLOv8 / YOLO11 / YOLO26 detection weights in ``src`` to a raytrain checkpoint at ``out``.
 
     Args:
         src: a plain DetectionModel state_dict file, or an Ultralytics .pt (read safely, without ultralytics).
@@ -171,6 +194,9 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    print(f"Converted {src} -> {path} ({ckpt['arch']}, nc={ckpt['nc']}, {len(ckpt['model'])} tensors). "
+    from raytrain.models.registry import family_of
+
+    print(f"Converted {src} -> {path}: {family_of(ckpt['arch']).title} {ckpt['arch']}, nc={ckpt['nc']}, "
+          f"{len(ckpt['model'])} tensors. "
           f"Fine-tune with: raytrain fit model={ckpt['arch']} pretrained={path} data=...")
     return 0
