@@ -87,7 +87,7 @@ def read_measured(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _measure(arch: str, nc: int, imgsz: int, deploy: DeploySpec, device: Any, timed: bool) -> dict[str, Any]:
-    from raytrain.deploy.latency import measure_latency
+    from raytrain.deploy import latency as timing
     from raytrain.deploy.profile import count_gflops, count_params
     from raytrain.models import build_model
 
@@ -96,7 +96,8 @@ def _measure(arch: str, nc: int, imgsz: int, deploy: DeploySpec, device: Any, ti
     entry: dict[str, Any] = {"arch": arch, "nc": nc, "imgsz": imgsz, "params": count_params(model),
                              "gflops": count_gflops(model, imgsz)}
     if timed:
-        latency = measure_latency(model, imgsz, runtime=deploy.runtime, device=device, threads=deploy.threads)
+        latency = timing.measure_latency(model, imgsz, runtime=deploy.runtime, device=device, threads=deploy.threads,
+                                         warmup=timing.WARMUP_RUNS, runs=timing.TIMED_RUNS)
         entry["latency"] = latency.to_dict()
         LOGGER.info("Measured %s at imgsz %d (%s, %d thread(s), %s): %.3f ms median over %d runs (IQR %.3f ms).",
                     arch, imgsz, deploy.runtime, deploy.threads, latency.device, latency.median_ms, latency.runs,

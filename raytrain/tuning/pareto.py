@@ -202,6 +202,7 @@ def plot_pareto(exp: Experiment, points: Sequence[Point]) -> Path | None:
             study.add_trial(trial)
         ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=[k for k, _ in exp.objectives])
         fig = ax.figure
+        ax.set_title("")  # Optuna's centred title, replaced by one that counts the trials
         ax.set_title(f"{exp.path.name}: Pareto front ({sum(p.feasible for p in points)} feasible, "
                      f"{sum(not p.feasible for p in points)} infeasible trials)", loc="left")
         if len(exp.objectives) == 2:  # name the front's trials
