@@ -47,7 +47,7 @@ def linear(epoch0: int, epochs: int = 3, lrf: float = 0.01) -> float:
     return (1 - epoch0 / epochs) * (1 - lrf) + lrf
 
 
-@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW", "MuSGD"])
 def test_exploit_continues_the_sources_full_state_with_its_own_hyperparameters(tiny_data, tmp_path, optimizer):
     source = worker(tiny_data, tmp_path / "trial_00001", optimizer=optimizer, lr0=0.01, momentum=0.9,
                     weight_decay=0.0005, box=7.5, mixup=0.0, fliplr=0.5)
@@ -79,11 +79,13 @@ def test_exploit_continues_the_sources_full_state_with_its_own_hyperparameters(t
 
     # ... and the hyperparameters are its own: momentum and weight decay back in the groups the load overwrote.
     groups = weak.optimizer.param_groups
-    if optimizer == "SGD":
-        assert [g["momentum"] for g in groups] == [0.8, 0.8, 0.8]
-    else:
+    if optimizer == "AdamW":
         assert [g["betas"] for g in groups] == [(0.8, 0.999)] * 3
-    assert [g["weight_decay"] for g in groups] == [scaled_weight_decay(0.001, 4, 2, 8), 0.0, 0.0] == [0.001, 0, 0]
+    else:  # SGD's 3 groups, MuSGD's 8 (muon and the 3x class branches)
+        assert [g["momentum"] for g in groups] == [0.8] * (8 if optimizer == "MuSGD" else 3)
+    decayed = [("weight", 0.001), *([("muon", 0.001)] if optimizer == "MuSGD" else [])]  # 4 * 2 / 8 = scale 1
+    assert scaled_weight_decay(0.001, 4, 2, 8) == 0.001
+    assert sorted({(g["name"], g["weight_decay"]) for g in groups}) == sorted([*decayed, ("norm", 0.0), ("bias", 0.0)])
     assert (weak.schedule.lr0, weak.loss_fn.box, weak.train_loader.dataset.hyp.mixup) == (0.02, 3.0, 0.5)
 
     later = Sink(tmp_path / "weak")

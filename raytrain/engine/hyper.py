@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from raytrain.optimizers import DECAY_GROUPS
 from raytrain.parsing import ConfigError
 from raytrain.schedule import (  # the schedule-file side lives below the config; re-exported for the engine
     AUGMENT_KEYS,
@@ -83,7 +84,7 @@ def apply_values(w: Any, values: Mapping[str, float]) -> dict[str, float]:
 def current_values(w: Any) -> dict[str, float]:
     """The mutable hyperparameters worker ``w`` trains with now (``weight_decay`` unscaled, as in the config)."""
     hyp = w.train_loader.dataset.hyp
-    group = next((g for g in w.optimizer.param_groups if g.get("name", "weight") == "weight"), None)
+    group = next((g for g in w.optimizer.param_groups if g.get("name", "weight") in DECAY_GROUPS), None)
     decay = w.cfg.weight_decay
     if group is not None and group["weight_decay"] and w.cfg.weight_decay:
         decay = group["weight_decay"] / _decay_scale(w)
@@ -100,14 +101,15 @@ def _decay_scale(w: Any) -> float:
 
 
 def _set_optimizer_groups(w: Any, momentum: float, weight_decay: float) -> None:
-    """Momentum (SGD/RMSProp ``momentum``, Adam-family ``betas[0]``) in every group; weight decay in pg0 only."""
+    """Momentum (SGD/RMSProp/MuSGD ``momentum``, Adam-family ``betas[0]``) in every group; weight decay in the
+    groups that have it (``weight``, MuSGD's ``muon``)."""
     decay = weight_decay * _decay_scale(w)
     for group in w.optimizer.param_groups:
         if "betas" in group:
             group["betas"] = (momentum, group["betas"][1])
         elif "momentum" in group:  # during warmup, apply_schedule sets it per step; this is its target
             group["momentum"] = momentum
-        if group.get("name", "weight") == "weight":
+        if group.get("name", "weight") in DECAY_GROUPS:
             group["weight_decay"] = decay
 
 
