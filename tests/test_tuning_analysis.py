@@ -60,7 +60,8 @@ def experiment(tmp_path: Path) -> Path:
     make_trial(exp, "aaaa0001", {"lr0": 0.001, "optimizer": "SGD", "mosaic": 0.9}, [0.1, 0.2, 0.3, 0.35],
                status={"end": "completed"})
     make_trial(exp, "aaaa0002", {"lr0": 0.0001, "optimizer": "AdamW", "mosaic": 0.1}, [0.05],
-               status={"end": "asha-stopped", "stopped_by": "asha-stopped", "stopped_at_epoch": 1})
+               status={"end": "asha-stopped", "stopped_by": "asha-stopped", "stopped_at_epoch": 1,
+                       "stop_reason": "stopped at rung 1 (epoch 1): 0.05 < cut-off 0.2"})
     make_trial(exp, "aaaa0003", {"lr0": 0.01, "optimizer": "SGD", "mosaic": 0.5}, [0.3, 0.5, 0.45, 0.44],
                status={"end": "completed"})
     make_trial(exp, "aaaa0004", {"lr0": 0.003, "optimizer": "AdamW", "mosaic": 0.6}, [0.2, 0.4, 0.38],
@@ -84,6 +85,7 @@ def test_summarize_writes_table_best_and_plots(experiment: Path):
         "trial_aaaa0004": "patience-stopped", "trial_aaaa0005": "running"}
     assert rows[1]["epochs_run"] == "2"  # the half-written line is skipped
     assert [r["stopped_at_epoch"] for r in rows] == ["", "", "", "", "1"]
+    assert [r["stop_reason"] for r in rows] == ["", "", "", "", "stopped at rung 1 (epoch 1): 0.05 < cut-off 0.2"]
     assert float(rows[0]["lr0"]) == 0.01 and rows[0]["optimizer"] == "SGD"
 
     cfg = load_config(experiment / "best.yaml")  # usable as `raytrain fit cfg=best.yaml`
