@@ -15,9 +15,13 @@ COCO128_YAML = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "co
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_datasets(tmp_path_factory: pytest.TempPathFactory):
-    """Built-in datasets go to a per-session folder, never to the user's cache; W&B never goes online."""
-    old = {k: os.environ.get(k) for k in ("RAYTRAIN_DATASETS", "WANDB_MODE", "WANDB_SILENT")}
+    """Built-in datasets and Ultralytics' weights go to per-session folders, never to the user's cache, and weights
+    are never fetched from the internet (a refused local port unless a test serves them); W&B never goes online."""
+    old = {k: os.environ.get(k) for k in ("RAYTRAIN_DATASETS", "RAYTRAIN_WEIGHTS", "RAYTRAIN_WEIGHTS_URL",
+                                          "WANDB_MODE", "WANDB_SILENT")}
     os.environ["RAYTRAIN_DATASETS"] = str(tmp_path_factory.mktemp("datasets"))
+    os.environ["RAYTRAIN_WEIGHTS"] = str(tmp_path_factory.mktemp("weights"))
+    os.environ["RAYTRAIN_WEIGHTS_URL"] = "http://127.0.0.1:9/no-internet-in-tests"
     os.environ["WANDB_MODE"] = "disabled"
     os.environ["WANDB_SILENT"] = "true"
     yield

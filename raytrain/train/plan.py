@@ -83,6 +83,19 @@ def _absolute_file(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+def _ultralytics_weights(cfg: Config) -> dict[str, str]:
+    """The ``model=`` / ``pretrained=`` values that are Ultralytics' weight names (``yolo26n.pt``), mapped to the
+    raytrain checkpoint converted from the local file or the release asset (:mod:`raytrain.models.weights`)."""
+    from raytrain.models.weights import release_arch, resolve_weights
+
+    resolved = {}
+    for key in ("model", "pretrained"):
+        value = getattr(cfg, key)
+        if isinstance(value, str) and release_arch(value):
+            resolved[key] = resolve_weights(value, key=key)
+    return resolved
+
+
 def _check_checkpoints(cfg: Config, nc: int, resume_ckpt: Mapping[str, Any] | None = None) -> None:
     """Open every checkpoint the run will load, here on the driver, so a bad file fails once, before Ray starts;
     messages name each file as the user gave it.
@@ -128,10 +141,11 @@ def _resolve(cfg: Config, gpus_available: int, *, check: bool = True,
 
     project = Path(cfg.project).expanduser().resolve()
     changes: dict[str, Any] = {"project": str(project), "storage": resolve_storage(cfg.storage, project / ".ray")}
+    weights = _ultralytics_weights(cfg)  # model=yolo26n.pt ...: fetched and converted once, here on the driver
     if cfg.model.endswith(".pt"):
-        changes["model"] = _absolute_file(cfg.model)
+        changes["model"] = _absolute_file(weights.get("model", cfg.model))
     if isinstance(cfg.pretrained, str):
-        changes["pretrained"] = _absolute_file(cfg.pretrained)
+        changes["pretrained"] = _absolute_file(weights.get("pretrained", cfg.pretrained))
     if isinstance(cfg.resume, str):
         changes["resume"] = _absolute_file(cfg.resume)
     devices = plan_devices(cfg.device, cfg.num_workers, gpus_available)
@@ -147,7 +161,7 @@ def _resolve(cfg: Config, gpus_available: int, *, check: bool = True,
         raise ConfigError(f"data={cfg.data}: {e}") from e
     changes["data"] = str(spec.yaml_file)
     if check:
-        _check_checkpoints(cfg, nc=1 if cfg.single_cls else spec.nc, resume_ckpt=resume_ckpt)
+        _check_checkpoints(cfg.replace(**weights), nc=1 if cfg.single_cls else spec.nc, resume_ckpt=resume_ckpt)
     for split in ("train", "val") if check else ():
         index = scan_split(spec, split)  # also fills the label cache the workers read
         if not index.records:

@@ -59,6 +59,7 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dic
     would break there; built-in datasets are generated or downloaded and scanned here, once, not by every trial.
     """
     from raytrain.models.checkpoint import inspect_checkpoint
+    from raytrain.models.weights import resolve_weights
     from raytrain.train.plan import resolve_config
 
     try:
@@ -70,7 +71,7 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dic
         for value in param.values if param is not None else ():
             if isinstance(value, str) and value.endswith(".pt"):
                 try:
-                    inspect_checkpoint(value, key=key)
+                    inspect_checkpoint(resolve_weights(value, key=key), key=key)  # yolo26n.pt: fetched, converted
                 except ConfigError as e:
                     raise ConfigError(f"{spec.source}: space.{key}: {e}") from None
     return train
@@ -91,6 +92,7 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
               cluster: ClusterShape | Mapping[str, float]) -> TrialJob:
     """The trials' shared job; starts the experiment's tracker records (e.g. MLflow's parent run) once."""
     from raytrain.cluster.sync import current_node_id
+    from raytrain.models.weights import resolve_weights
     from raytrain.tracking import start_experiment
 
     footprint = trial_footprint(spec.base_config, cluster)
@@ -101,7 +103,8 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
     project = spec.wandb_project or Path(spec.project).name
     tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
                                 mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
-    checkpoints = {value: str(Path(value).expanduser().resolve()) for key in CHECKPOINT_KEYS
+    # Ultralytics' weight names (yolo26n.pt) map to their converted file, cached by resolve_train_args.
+    checkpoints = {value: str(Path(resolve_weights(value, key=key)).expanduser().resolve()) for key in CHECKPOINT_KEYS
                    if key in spec.space for value in spec.space[key].values
                    if isinstance(value, str) and value.endswith(".pt")}
     return TrialJob(
