@@ -90,3 +90,13 @@ def test_searched_checkpoint_paths_reach_trials_absolute(tmp_path, monkeypatch):
     cfg = trial_config(job, {"model": "weights/a.pt", "lr0": 0.02}, "trial_00000")
     assert cfg.model == str(tmp_path / "weights" / "a.pt") and cfg.lr0 == 0.02
     assert trial_config(job, {"model": "yolov8n", "lr0": 0.01}, "trial_00001").model == "yolov8n"
+
+
+def test_a_family_search_is_checked_and_shown(tmp_path):
+    """``model`` is searchable across families: the dry run names them, and an unknown name in the space is refused on
+    the driver with a suggestion (before Ray), as Config refuses it."""
+    spec = load_space(space_file(tmp_path, space={"model": ["yolov8n", "yolo11n", "yolo26n"]}))
+    text = describe(spec, dict(spec.train), {"CPU": 2}, ray_source="a test")
+    assert "(families: YOLOv8: yolov8n; YOLO11: yolo11n; YOLO26: yolo26n)" in text
+    with pytest.raises(ConfigError, match=r"space\.model\.values\[1\].*'yolov9n' is not a known architecture"):
+        load_space(space_file(tmp_path, space={"model": ["yolov8n", "yolov9n"]}))

@@ -51,6 +51,7 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | M
         f"Trials: {spec.num_samples}, {_sampler(spec)}; objective: {spec.mode} {spec.metric}",
         "Searched:",
         *(f"  {name}: {_param(param)}" for name, param in spec.space.items()),
+        *_families(spec, train),
         "Fixed (besides the defaults):",
         *(f"  {key}={value}" for key, value in fixed.items()),
         f"Per trial: {workers} worker(s), {cpus:g} CPU(s){f', {gpus:g} GPU(s)' if gpus else ''}"
@@ -65,6 +66,23 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | M
         + (f" (W&B {resolve_wandb_mode(spec.wandb_mode or base.wandb_mode)})" if "wandb" in base.loggers else ""),
     ]
     return "\n".join(lines)
+
+
+def _families(spec: TuneSpec, train: Mapping[str, Any]) -> list[str]:
+    """A line naming the detector families and scales the trials train, when ``model`` is searched."""
+    param = spec.space.get("model")
+    if param is None or param.type != "choice":
+        return []
+    from raytrain.models.registry import family_of
+
+    names = [str(v) for v in param.values]
+    built = [n for n in names if not n.endswith(".pt")]
+    by_family: dict[str, list[str]] = {}
+    for name in built:
+        by_family.setdefault(family_of(name).title, []).append(name)
+    listed = "; ".join(f"{title}: {', '.join(archs)}" for title, archs in by_family.items())
+    files = [n for n in names if n.endswith(".pt")]
+    return [f"  (families: {listed}{'; checkpoints: ' + ', '.join(files) if files else ''})"]
 
 
 def _resources(shape: ClusterShape) -> str:
