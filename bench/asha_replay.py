@@ -27,9 +27,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], list[dict], str, str]:
+def load_curves(paths: list[Path], completed_only: bool = False
+                ) -> tuple[list[list[dict[str, float]]], list[dict], str, str]:
     """Per trial (in start order, experiment after experiment): its per-epoch results and its parameters; and the
-    metric and mode."""
+    metric and mode. ``completed_only``: skip trials not completed yet (replay a running experiment's first ones)."""
     from raytrain.tuning.experiment import load_experiment
 
     curves, params, objective = [], [], None
@@ -40,6 +41,9 @@ def load_curves(paths: list[Path]) -> tuple[list[list[dict[str, float]]], list[d
         objective = experiment.metric, experiment.mode
         started = []
         for trial in experiment.trials:
+            if trial.end != "completed" and completed_only:
+                print(f"{path}: {trial.name} skipped (ended '{trial.end}')")
+                continue
             if trial.end != "completed":
                 raise SystemExit(f"{path}: trial {trial.name} ended '{trial.end}': replay needs complete curves, "
                                  "from an experiment run with scheduler=none and no patience or time budget.")
@@ -102,13 +106,15 @@ class RayASHA:
 
 
 class OurRule:
-    """raytrain's RungRule behind the same interface."""
+    """raytrain's RungRule behind the same interface (``floor``: its TIE_FLOOR, None for the default)."""
 
-    def __init__(self, metric: str, mode: str, max_t: int, grace: int, reduction: int) -> None:
-        from raytrain.tuning.stopping import RungRule, asha_rungs
+    def __init__(self, metric: str, mode: str, max_t: int, grace: int, reduction: int,
+                 floor: float | None = None) -> None:
+        from raytrain.tuning.stopping import TIE_FLOOR, RungRule, asha_rungs
 
         self.metric = metric
-        self.rule = RungRule(asha_rungs(grace, max_t, reduction), reduction, mode)
+        self.rule = RungRule(asha_rungs(grace, max_t, reduction), reduction, mode,
+                             floor=TIE_FLOOR if floor is None else floor)
 
     def add(self, trial: SimpleNamespace) -> None:
         pass
@@ -119,10 +125,12 @@ class OurRule:
 
 
 def replay(curves: list[list[dict[str, float]]], metric: str, mode: str, *, grace: int, reduction: int,
-           concurrent: int, rule: str = "raytrain", warmups: list[float] | None = None) -> tuple[list[int], float]:
+           concurrent: int, rule: str = "raytrain", warmups: list[float] | None = None,
+           floor: float | None = None) -> tuple[list[int], float]:
     """Epochs each trial would train under ``rule`` (raytrain or ray), and the simulated wall time."""
     max_t = max(int(c[-1]["epoch"]) for c in curves)
-    judge = (OurRule if rule == "raytrain" else RayASHA)(metric, mode, max_t, grace, reduction)
+    judge = OurRule(metric, mode, max_t, grace, reduction, floor) if rule == "raytrain" else RayASHA(
+        metric, mode, max_t, grace, reduction)
     warmups = warmups or [0.0] * len(curves)
     epochs, waiting, running, clock, order = [0] * len(curves), list(range(len(curves))), [], 0.0, 0
 
@@ -163,11 +171,15 @@ def main() -> None:
     parser.add_argument("--grace", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--reduction", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--rule", nargs="+", choices=("raytrain", "ray"), default=["raytrain", "ray"])
+    parser.add_argument("--floor", type=float, nargs="+", default=[None],
+                        help="raytrain rule: TIE_FLOOR values to try (default: the library's)")
+    parser.add_argument("--no-warmup-rule", action="store_true", help="raytrain rule: judge warmup trials too")
+    parser.add_argument("--completed-only", action="store_true", help="skip trials that have not completed")
     parser.add_argument("--batches", type=int, default=32, help="batches an epoch, for trials that did not report "
                         "their warmup end (the quickstart: 250 images / 8 = 32)")
     args = parser.parse_args()
-    curves, params, metric, mode = load_curves(args.experiments)
-    warmups = warmup_ends(curves, params, args.batches)
+    curves, params, metric, mode = load_curves(args.experiments, args.completed_only)
+    warmups = [0.0] * len(curves) if args.no_warmup_rule else warmup_ends(curves, params, args.batches)
     full = [len(c) for c in curves]
     best = best_within(curves, full, metric, mode)
     pick = max if mode == "max" else min
@@ -178,18 +190,20 @@ def main() -> None:
     order = sorted(range(len(curves)), key=lambda i: bests[i], reverse=mode == "max")
     print("trials by best " + metric + ": " + ", ".join(
         f"{params[i]['name']} {bests[i]:.4f} (w {warmups[i]:.2f}, {params[i].get('optimizer', '?')})" for i in order))
-    print(f"{'rule':>8} {'grace':>5} {'reduction':>9} {'epochs':>8} {'share':>6} {'best':>8} {'shortfall':>9}  "
+    print(f"{'rule':>14} {'grace':>5} {'reduction':>9} {'epochs':>8} {'share':>6} {'best':>8} {'shortfall':>9}  "
           "cut early; top-3 trials' epochs")
-    for rule in args.rule:
+    variants = [(r, f) for r in args.rule for f in (args.floor if r == "raytrain" else [None])]
+    for rule, floor in variants:
+        label = rule if floor is None else f"{rule} {floor:g}"
         for grace in args.grace:
             for reduction in args.reduction:
                 epochs, _ = replay(curves, metric, mode, grace=grace, reduction=reduction,
-                                   concurrent=args.concurrent, rule=rule, warmups=warmups)
+                                   concurrent=args.concurrent, rule=rule, warmups=warmups, floor=floor)
                 kept = best_within(curves, epochs, metric, mode)
                 shortfall = (best - kept) / abs(best) if mode == "max" else (kept - best) / abs(best)
                 cut = sum(n < f for n, f in zip(epochs, full, strict=True))
                 top = " ".join(f"{epochs[i]}/{full[i]}" for i in order[:3])
-                print(f"{rule:>8} {grace:>5} {reduction:>9} {sum(epochs):>8} {sum(epochs) / sum(full):>6.0%} "
+                print(f"{label:>14} {grace:>5} {reduction:>9} {sum(epochs):>8} {sum(epochs) / sum(full):>6.0%} "
                       f"{kept:>8.4f} {shortfall:>9.1%}  {cut}; {top}")
 
 
