@@ -52,8 +52,9 @@ class Config:
     """Every training, validation, prediction and Ray/W&B argument, with Ultralytics' names and defaults."""
 
     # --- what to train ---
-    model: str = _arg(DEFAULT_ARCH, f"model: a name built from scratch ({', '.join(list_models())}) or a "
-                                    f"checkpoint .pt")
+    model: str = _arg(DEFAULT_ARCH, f"model: a name built from scratch ({', '.join(list_models())}), a "
+                                    f"checkpoint .pt, or Ultralytics' weights by name (yolo26n.pt ...: downloaded and "
+                                    f"converted once)")
     data: str = _arg("shapes", "dataset: YAML path, or built-in name (shapes offline; coco8.yaml, coco128.yaml, "
                      "coco.yaml, ... downloaded as in Ultralytics)")
     epochs: int = _arg(100, "number of epochs to train")
@@ -66,7 +67,8 @@ class Config:
     project: str = _arg("runs/detect", "folder holding the run folders")
     name: str = _arg("train", "run folder name (train, train2, ... unless exist_ok)")
     exist_ok: bool = _arg(False, "reuse project/name instead of picking a fresh name")
-    pretrained: bool | str = _arg(True, "load weights from model= when it is a checkpoint, or from this .pt path")
+    pretrained: bool | str = _arg(True, "load weights from model= when it is a checkpoint, or from this .pt path "
+                                     "(or Ultralytics' weights by name, e.g. yolo26n.pt)")
     optimizer: str = _arg("auto", optimizer_help())
     verbose: bool = _arg(True, "print per-class tables and details")
     seed: int = _arg(0, "random seed; data, augmentation and init randomness derive from it")
