@@ -112,6 +112,14 @@ def test_builtin_download_extracts_atomically_and_is_reused(server, tmp_path: Pa
         resolve_data("cfg/coco128.yaml")
     assert server["hits"]["/coco8.zip"] == 1
 
+    # A run resolved on the driver names the driver's copy; a node without it prepares it at that path (only in its
+    # datasets folder: elsewhere a missing data.yaml is an error, never a download).
+    shutil.rmtree(root)
+    assert resolve_data(str(root / "data.yaml")).yaml_file == root / "data.yaml"
+    assert server["hits"]["/coco8.zip"] == 2
+    with pytest.raises(DatasetError, match="not found"):
+        resolve_data(str(tmp_path / "mine" / "coco8" / "data.yaml"))
+
 
 def test_every_single_zip_builtin_downloads_by_its_ultralytics_name(server, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("RAYTRAIN_DATASETS", str(tmp_path / "datasets"))

@@ -134,6 +134,15 @@ def find_builtin(text: str) -> BuiltinDataset | None:
     return DATASETS.get(_bare_name(text))
 
 
+def builtin_written_at(yaml_file: Path) -> BuiltinDataset | None:
+    """The built-in dataset whose YAML raytrain writes at ``yaml_file`` (``<datasets>/coco8/data.yaml``), when that
+    file is missing: a run resolved on the driver names the driver's copy, which a worker on another node may lack.
+    Only in this node's datasets folder, so a mistyped path of one's own is never filled with a download."""
+    if yaml_file.name != YAML_NAME or yaml_file.is_file() or yaml_file.parent.parent != datasets_dir():
+        return None
+    return next((d for d in DATASETS.values() if d.folder == yaml_file.parent.name), None)
+
+
 def why_not_built_in(text: str) -> str | None:
     """Why a dataset name Ultralytics knows is not built into raytrain, or None for any other name."""
     return NOT_BUILT_IN.get(_bare_name(text))

@@ -41,6 +41,9 @@ def resolve_data(data: str | Path) -> DataSpec:
     builtin = catalog.find_builtin(text)
     if builtin is not None and not (is_yaml and yaml_file.is_file()):
         return load_data_spec(catalog.ensure_builtin(builtin))
+    elsewhere = catalog.builtin_written_at(yaml_file.resolve()) if is_yaml else None
+    if elsewhere is not None:  # the driver's copy, named by a run resolved there: prepared here, at the same path
+        return load_data_spec(catalog.ensure_builtin(elsewhere, root=yaml_file.resolve().parent))
     if not is_yaml:
         raise DatasetError(f"data={text!r} is neither a built-in dataset ({', '.join(builtin_datasets())}) nor a "
                            f".yaml file.")
