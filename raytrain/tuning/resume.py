@@ -35,7 +35,11 @@ def write_start(exp_dir: Path, source: str, overrides: Mapping[str, Any]) -> Pat
     """Record how the experiment was started: the space file (absolute; ``<dict>`` from Python) and the overrides."""
     space = source if source == "<dict>" else str(Path(source).expanduser().resolve())
     plain = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
-    return atomic_write(exp_dir / START_FILE, yaml.safe_dump({"space": space, "overrides": plain}, sort_keys=False))
+    try:
+        text = yaml.safe_dump({"space": space, "overrides": plain}, sort_keys=False)
+    except yaml.representer.RepresenterError:  # e.g. a numpy number from Python: kept as its text, as key=value has it
+        text = yaml.safe_dump({"space": space, "overrides": {k: str(v) for k, v in plain.items()}}, sort_keys=False)
+    return atomic_write(exp_dir / START_FILE, text)
 
 
 def read_start(exp_dir: Path) -> dict[str, Any]:
