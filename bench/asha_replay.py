@@ -15,7 +15,8 @@ It takes seconds where a real comparison takes an hour, so it is the way to choo
         [--rule raytrain ray] [--batches 32]
 
 A trial's warmup end is what it reported (``warmup_end_epoch``); trials that predate that report are given
-``warmup_iterations(warmup_epochs, --batches) / --batches`` by the warmup rule of the checkout that replays.
+``max(round(warmup_epochs * --batches), --warmup-floor) / --batches`` (``--warmup-floor 100`` for runs trained before
+raytrain's warmup followed Ultralytics 8.4, which has no floor).
 Also printed: each trial's best metric, which trial won without stopping, and where each rule stopped it.
 """
 
@@ -57,16 +58,17 @@ def load_curves(paths: list[Path], completed_only: bool = False
     return curves, params, *objective
 
 
-def warmup_ends(curves: list[list[dict[str, float]]], params: list[dict], batches: int) -> list[float]:
-    """The epoch each trial's warmup ended at: as reported, else by the warmup rule for ``batches`` an epoch."""
-    from raytrain.engine.optim import warmup_iterations
+def warmup_ends(curves: list[list[dict[str, float]]], params: list[dict], batches: int, floor: int) -> list[float]:
+    """The epoch each trial's warmup ended at: as reported, else ``max(round(warmup_epochs * batches), floor)``
+    iterations (capped to all epochs but the last) over ``batches`` an epoch."""
     from raytrain.tuning.trial import WARMUP_END
 
     out = []
     for curve, p in zip(curves, params, strict=True):
         reported = curve[0].get(WARMUP_END)
-        w = float(p.get("warmup_epochs", 0.0))
-        out.append(float(reported) if reported is not None else warmup_iterations(w, batches) / batches)
+        w = min(float(p.get("warmup_epochs", 0.0)), len(curve) - 1)
+        iterations = max(round(w * batches), floor) if w > 0 else 0
+        out.append(float(reported) if reported is not None else iterations / batches)
     return out
 
 
@@ -174,12 +176,15 @@ def main() -> None:
     parser.add_argument("--floor", type=float, nargs="+", default=[None],
                         help="raytrain rule: TIE_FLOOR values to try (default: the library's)")
     parser.add_argument("--no-warmup-rule", action="store_true", help="raytrain rule: judge warmup trials too")
+    parser.add_argument("--warmup-floor", type=int, default=0, help="the warmup rule's floor in iterations for "
+                        "trials that did not report their warmup end (100 before raytrain followed Ultralytics 8.4)")
     parser.add_argument("--completed-only", action="store_true", help="skip trials that have not completed")
     parser.add_argument("--batches", type=int, default=32, help="batches an epoch, for trials that did not report "
                         "their warmup end (the quickstart: 250 images / 8 = 32)")
     args = parser.parse_args()
     curves, params, metric, mode = load_curves(args.experiments, args.completed_only)
-    warmups = [0.0] * len(curves) if args.no_warmup_rule else warmup_ends(curves, params, args.batches)
+    warmups = [0.0] * len(curves) if args.no_warmup_rule else warmup_ends(curves, params, args.batches,
+                                                                          args.warmup_floor)
     full = [len(c) for c in curves]
     best = best_within(curves, full, metric, mode)
     pick = max if mode == "max" else min

@@ -54,13 +54,14 @@ def test_continuous_hyperparameters_are_ranges_centred_on_the_defaults(file: str
 
 def test_quickstart_warmup_reaches_the_winning_warmups():
     """The warmups that won the quickstart searches of issue 25 lasted 100 iterations (warmup_epochs 0.17-0.65,
-    stretched by the rule's 100-iteration floor): about 3.1 of its 32-batch epochs. Ultralytics 8.4's rule has no
-    floor (``round(warmup_epochs * batches)``), so there the range must reach 3.1 epochs itself; no warmup too."""
+    stretched by the 100-iteration floor raytrain's warmup had then): about 3.1 of its 32-batch epochs. Ultralytics
+    8.4's rule, raytrain's now, has no floor (``round(warmup_epochs * batches)``), so the range must reach 3.1 epochs
+    itself; and no warmup too."""
     spec = load_space(SPACES / "quickstart.yaml")
     cfg, warmup = spec.base_config, spec.space["warmup_epochs"]
     batches = math.ceil(500 * cfg.fraction / cfg.batch)  # shapes: 500 training images
     assert batches == 32
     assert warmup.low == 0.0 and position(warmup, 100 / batches) <= 0.9  # 100 iterations well inside
-    assert round(warmup.high * batches) >= 100  # Ultralytics 8.4's rule
-    assert warmup_iterations(warmup.high, batches) >= 100  # whatever rule this checkout has
+    assert round(warmup.high * batches) >= 100  # Ultralytics 8.4's rule (no floor)
+    assert warmup_iterations(warmup.high, cfg.epochs, batches) >= 100  # the rule this checkout trains with
     assert warmup.high < cfg.epochs / 2  # and no warmup takes most of the run
