@@ -24,9 +24,11 @@ from typing import Any
 from raytrain.config import FIELDS, Config, ConfigError, load_config
 from raytrain.engine.devices import DevicePlan, per_worker_batch, plan_devices
 from raytrain.files import atomic_write, next_run_dir
+from raytrain.optimizers import OptimizerChoice
+from raytrain.train.optimizer import plan_optimizer
 
 LOGGER = logging.getLogger("raytrain")
-RUN_FILE = "run.json"  # Ray run name, storage and tracker ids of a run folder, read by resume
+RUN_FILE = "run.json"  # Ray run name, storage, tracker ids and the resolved optimizer of a run, read by resume
 FATAL_FILE = "fatal_error.txt"  # in a run folder: the one-line reason a run ended without a retry
 # Arguments a resumed run may change; everything else comes from the run's args.yaml.
 RESUME_OVERRIDES = ("epochs", "time", "patience", "device", "num_workers", "cpus_per_worker", "workers",
@@ -50,6 +52,8 @@ class RunPlan:
         resumed: whether this continues an earlier run.
         resume_state: a state folder to resume from when Ray Train has no snapshot of the run (a tune trial that
             trained in its own process keeps its states as Tune checkpoints).
+        optimizer: what the run trains with (:class:`raytrain.optimizers.OptimizerChoice`: ``auto`` resolved, its
+            parameter groups), planned once here and kept in ``run.json``, from which a resume takes it back.
     """
 
     cfg: Config
@@ -62,6 +66,7 @@ class RunPlan:
     callbacks: dict[str, list[Callable]] = field(default_factory=dict)
     resumed: bool = False
     resume_state: str | None = None
+    optimizer: Any = None
 
 
 # ----------------------------------------------------------------------------------------------------- resolving
@@ -198,9 +203,11 @@ def _tracking(cfg: Config, save_dir: Path, run_name: str, given: Mapping[str, An
                        parent_run_id=given.get("parent_run_id"))
 
 
-def _write_run_file(save_dir: Path, run_name: str, storage_path: str, tracking: Any, states: str | None) -> None:
+def _write_run_file(save_dir: Path, run_name: str, storage_path: str, tracking: Any, states: str | None,
+                    optimizer: Any) -> None:
     identity = {k: getattr(tracking, k) for k in TRACKER_IDENTITY}
-    record = {"ray_run_name": run_name, "storage_path": storage_path, "tracking": identity}
+    record = {"ray_run_name": run_name, "storage_path": storage_path, "tracking": identity,
+              "optimizer": optimizer.to_dict()}
     if states:
         record["states"] = states
     atomic_write(save_dir / RUN_FILE, json.dumps(record, indent=1))
@@ -250,14 +257,17 @@ def prepare_run(cfg: Config, *, gpus_available: int | None = None, callbacks: di
     if cfg.resume:
         return _resume_plan(cfg, gpus, callbacks or {})
     cfg, devices, spec = _resolve(cfg, gpus, check=not resolved)
+    optimizer = plan_optimizer(cfg, spec)
+    LOGGER.info("Optimizer: %s", optimizer.describe())
     save_dir = Path(save_dir) if save_dir is not None else next_run_dir(Path(cfg.project), cfg.name, cfg.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     run_name = run_name or f"{save_dir.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
     storage_path = storage_path or str(cfg.storage)
     tracking = _tracking(cfg, save_dir, run_name, tracking)
     cfg.save(save_dir / "args.yaml")
-    _write_run_file(save_dir, run_name, storage_path, tracking, states)
-    return RunPlan(cfg, save_dir, run_name, storage_path, devices, spec, tracking, callbacks or {})
+    _write_run_file(save_dir, run_name, storage_path, tracking, states, optimizer)
+    return RunPlan(cfg, save_dir, run_name, storage_path, devices, spec, tracking, callbacks or {},
+                   optimizer=optimizer)
 
 
 def _find_resume(cfg: Config) -> Path:
@@ -348,6 +358,10 @@ def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Cal
     info = json.loads(run_file.read_text())
     LOGGER.info("Resuming %s after epoch %d (Ray run %s).", save_dir, epoch, info["ray_run_name"])
     resumed, devices, spec = _resolve(resumed, gpus_available, resume_ckpt=ckpt)
+    # The optimizer the run was planned with, not a second guess (auto on a dataset that may have changed since).
+    optimizer = OptimizerChoice.from_dict(info["optimizer"]) if "optimizer" in info else plan_optimizer(resumed, spec)
+    info["optimizer"] = optimizer.to_dict()
+    LOGGER.info("Optimizer: %s", optimizer.describe())
     # args.yaml: what the run trains with (e.g. more epochs), as asked, so 'raytrain fit cfg=args.yaml' repeats the
     # run; that this session resumed (from which checkpoint, after which epoch) is a fact of the run: run.json.
     resumed.replace(resume=False).save(args_file)
@@ -360,4 +374,4 @@ def _resume_plan(cfg: Config, gpus_available: int, callbacks: dict[str, list[Cal
         LOGGER.info("Its full training state (optimizer included) comes from %s unless Ray Train holds a newer one.",
                     state)
     return RunPlan(resumed, save_dir, info["ray_run_name"], info["storage_path"], devices, spec, tracking, callbacks,
-                   resumed=True, resume_state=state)
+                   resumed=True, resume_state=state, optimizer=optimizer)

@@ -38,6 +38,7 @@ def worker_config(plan: Any, driver_node: str | None = None) -> dict[str, Any]:
         "callbacks": plan.callbacks,
         "tracking": plan.tracking,
         "resume_state": plan.resume_state,
+        "optimizer": plan.optimizer,  # resolved once on the driver: every rank builds the same optimizer
         "interactive": sys.stderr.isatty(),
         # Ray places the Train controller on this (the caller's) node; a rank 0 elsewhere stages its run files
         # in the checkpoint for RunFolderMirror (or a tune driver's TrialFolderMirror) to copy in (cluster/sync.py).
@@ -99,7 +100,7 @@ def _setup(config: dict[str, Any], rank: int, world: int) -> tuple[Any, Any]:
     device = _worker_device(config["accelerator"])
     spec = dataset_on_this_node(cfg.data, config["data"])
     w = make_worker(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
-                    callbacks=config["callbacks"], interactive=config["interactive"])
+                    callbacks=config["callbacks"], interactive=config["interactive"], choice=config["optimizer"])
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:  # no snapshot in Ray Train: a state kept elsewhere (a tune trial's), else resume=/new
         resume_state = config.get("resume_state")

@@ -193,7 +193,8 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
     try:
         try:
             w = make_worker(plan.cfg, plan.data, device=_trial_device(plan.devices.accelerator),
-                            save_dir=plan.save_dir, callbacks={"on_train_batch_end": [StartupMarks(marks)]})
+                            save_dir=plan.save_dir, callbacks={"on_train_batch_end": [StartupMarks(marks)]},
+                            choice=plan.optimizer)
             marks["worker_ready"] = time.time()
             report.warmup_end = w.schedule.warmup_iters / max(len(w.train_loader), 1)  # for ASHA and patience
             checkpoint = ray.tune.get_checkpoint()

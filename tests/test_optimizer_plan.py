@@ -1,0 +1,74 @@
+"""The run's optimizer, resolved once on the driver: printed, recorded in run.json (args.yaml keeps what was asked),
+taken back from run.json on resume, and what every worker builds. No Ray; shapes at 64 px."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+
+from raytrain.config import load_config, make_config
+from raytrain.optimizers import OptimizerChoice
+from raytrain.train.plan import RUN_FILE, prepare_run
+
+TINY = dict(data="shapes", model="yolov8n", imgsz=64, fraction=0.04, workers=0, device="cpu", batch=4)  # 20 images
+
+
+def test_auto_is_resolved_recorded_and_printed(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="raytrain")
+    plan = prepare_run(make_config({**TINY, "project": str(tmp_path), "epochs": 3}), gpus_available=0)
+    choice = plan.optimizer
+    # 20 images / max(4, nbs 64) -> 1 step per epoch, 3 expected steps: AdamW fitted to shapes' 6 classes
+    assert (choice.requested, choice.name, choice.lr0, choice.momentum, choice.warmup_bias_lr) == \
+        ("auto", "AdamW", round(0.01 / 10, 6), 0.9, 0.0)
+    assert (choice.iterations, choice.nc) == (3, 6)
+    assert [(g.name, g.params, g.weight_decay) for g in choice.groups] == [
+        ("weight", 63, 0.0005), ("norm", 57, 0.0), ("bias", 63, 0.0)]  # yolov8n without its frozen DFL conv
+    record = json.loads((plan.save_dir / RUN_FILE).read_text())["optimizer"]
+    assert OptimizerChoice.from_dict(record) == choice
+    asked = load_config(plan.save_dir / "args.yaml")
+    assert (asked.optimizer, asked.lr0, asked.warmup_bias_lr) == ("auto", 0.01, 0.1)  # what the user asked
+    assert "Optimizer: AdamW(lr0=0.001, momentum=0.9, warmup_bias_lr=0) - optimizer=auto: 3 iterations <= 10000" \
+        in caplog.text
+
+
+def test_musgd_groups_counted_with_frozen_layers_left_out(tmp_path):
+    plan = prepare_run(make_config({**TINY, "project": str(tmp_path), "optimizer": "musgd", "freeze": 10}),
+                       gpus_available=0)
+    choice = plan.optimizer
+    assert (choice.name, choice.lr0, choice.momentum, choice.warmup_bias_lr) == ("MuSGD", 0.01, 0.937, 0.1)
+    assert [(g.name, g.lr_scale) for g in choice.groups] == [(k, s) for k in ("weight", "norm", "bias", "muon")
+                                                              for s in (3.0, 1.0)]
+    from raytrain.engine.optim import freeze_layers
+    from raytrain.models import build_model
+
+    model = build_model("yolov8n", nc=6)
+    freeze_layers(model, 10)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sum(g.params for g in choice.groups) == len(trainable)
+    classes = sum(n.startswith("model.22.cv3.") for n in trainable)
+    assert sum(g.params for g in choice.groups if g.lr_scale == 3.0) == classes > 0
+
+
+def test_resume_trains_with_the_recorded_choice(tmp_path):
+    from raytrain.data import resolve_data
+    from raytrain.engine.train import make_worker
+    from raytrain.models import build_model, make_checkpoint, save_checkpoint
+
+    first = prepare_run(make_config({**TINY, "project": str(tmp_path), "epochs": 3}), gpus_available=0)
+    save_checkpoint(first.save_dir / "weights" / "last.pt",
+                    make_checkpoint(build_model("yolov8n", nc=6), [str(i) for i in range(6)], epoch=1))
+    # As if the rule had picked MuSGD when the run started (e.g. on a dataset that has shrunk since): resume keeps it
+    # rather than resolving auto again, and the worker builds it.
+    run_file = first.save_dir / RUN_FILE
+    info = json.loads(run_file.read_text())
+    info["optimizer"] = {**info["optimizer"], "name": "MuSGD", "lr0": 0.01, "iterations": 20_000}
+    run_file.write_text(json.dumps(info))
+    plan = prepare_run(make_config({"project": str(tmp_path), "resume": True}), gpus_available=0)
+    assert plan.resumed and (plan.optimizer.name, plan.optimizer.lr0, plan.optimizer.iterations) == \
+        ("MuSGD", 0.01, 20_000)
+    assert json.loads(run_file.read_text())["optimizer"]["name"] == "MuSGD"
+    w = make_worker(plan.cfg, resolve_data(plan.cfg.data), device=torch.device("cpu"), save_dir=plan.save_dir,
+                    choice=plan.optimizer)
+    assert type(w.optimizer).__name__ == "MuSGD" and w.schedule.lr0 == 0.01 and w.schedule.warmup_bias_lr == 0.0
