@@ -244,8 +244,9 @@ def save_weights(save_dir: Path, ckpt: dict[str, Any], *, improved: bool, epoch:
 
 
 def _progress_line(epoch: int, epochs: int, row: dict[str, float], seconds: float, eta: float) -> str:
-    return (f"Epoch {epoch}/{epochs}  box {row['train/box_loss']:.3f}  cls {row['train/cls_loss']:.3f}  "
-            f"dfl {row['train/dfl_loss']:.3f}  P {row[keys.PRECISION]:.3f}  R {row[keys.RECALL]:.3f}  "
+    losses = "  ".join(f"{k.split('/')[1].removesuffix('_loss')} {v:.3f}" for k, v in row.items()
+                       if k.startswith("train/") and k.endswith("_loss"))  # box, cls, then dfl or l1
+    return (f"Epoch {epoch}/{epochs}  {losses}  P {row[keys.PRECISION]:.3f}  R {row[keys.RECALL]:.3f}  "
             f"mAP50 {row[keys.MAP50]:.3f}  mAP50-95 {row[keys.MAP50_95]:.3f}  {seconds:.1f}s/epoch  ETA {_hms(eta)}")
 
 

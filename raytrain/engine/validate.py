@@ -31,7 +31,7 @@ class ValResult:
 
     Attributes:
         metrics: ``metrics/precision(B)``, ``metrics/recall(B)``, ``metrics/mAP50(B)``, ``metrics/mAP50-95(B)``,
-            plus ``val/box_loss``, ``val/cls_loss``, ``val/dfl_loss`` when a loss function was given.
+            plus ``val/<name>`` for each of ``loss_fn.names`` (box, cls, dfl or l1) when a loss function was given.
         per_class: one row per class with ground truth (see :meth:`DetectionMetrics.per_class`).
         predictions: COCO-format detections (``image_id``, ``category_id``, ``bbox`` x, y, w, h in original
             pixels, ``score``) when asked for, else None.
