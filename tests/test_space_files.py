@@ -14,7 +14,7 @@ from raytrain.engine.optim import warmup_iterations
 from raytrain.tuning.space import load_space
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-FILES = ["quickstart.yaml", "pbt.yaml", "detect.yaml"]
+FILES = ["quickstart.yaml", "pbt.yaml", "detect.yaml", "deploy.yaml"]
 RANGES = {"uniform", "loguniform", "quniform", "qloguniform", "int", "randint", "qrandint"}
 LOG = {"loguniform", "qloguniform"}
 # Defaults on the edge of their own domain (a probability of 1, a gain of 0): the range must start or end there.

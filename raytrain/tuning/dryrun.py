@@ -48,7 +48,7 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | M
         f"Dry run of {spec.source}: nothing was started.",
         f"Experiment folder: {experiment_dir(spec)}{' (resumed)' if spec.resume else ''}",
         f"Ray: {ray_source}: {_resources(shape)}",
-        f"Trials: {spec.num_samples}, {_sampler(spec)}; objective: {spec.mode} {spec.metric}",
+        f"Trials: {spec.num_samples}, {_sampler(spec)}; {_objectives(spec)}",
         "Searched:",
         *(f"  {name}: {_param(param)}" for name, param in spec.space.items()),
         *_families(spec, train),
@@ -99,9 +99,28 @@ def _sampler(spec: TuneSpec) -> str:
         return f"a population drawn at random (seed {spec.search_seed}), then mutated by PBT"
     if spec.sampler == "random":
         return f"random sampling (seed {spec.search_seed})"
+    if spec.sampler == "nsga2":
+        from raytrain.tuning.search import nsga2_population
+
+        return f"Optuna NSGA-II (seed {spec.search_seed}, population {nsga2_population(spec.num_samples)})"
     startup = min(spec.n_startup_trials, spec.num_samples)
     return (f"Optuna TPE (seed {spec.search_seed}): the first {startup} at random, then modelled"
             + (f"; {len(spec.points_to_evaluate)} given point(s) first" if spec.points_to_evaluate else ""))
+
+
+def _objectives(spec: TuneSpec) -> str:
+    """``objective: max fitness``, or every objective, the constraints and how latency is measured."""
+    from raytrain.tuning.objectives import deploy_spec
+
+    deploy = deploy_spec(spec)
+    if len(deploy.objectives) == 1 and not deploy.constraints:
+        return f"objective: {spec.mode} {spec.metric}"
+    text = "objectives: " + ", ".join(f"{m} {k}" for k, m in zip(deploy.objectives, deploy.modes, strict=True))
+    if deploy.constraints:
+        text += "; constraints: " + ", ".join(c.describe() for c in deploy.constraints)
+    if "latency_ms" in deploy.measured:
+        text += f"; latency in {deploy.runtime} with {deploy.threads} thread(s), measured before training"
+    return text
 
 
 def _param(param: Any) -> str:

@@ -43,8 +43,10 @@ def make_sampler(spec: Any) -> Any:
 
     if spec.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=spec.search_seed, n_startup_trials=spec.n_startup_trials)
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.search_seed, population_size=nsga2_population(spec.num_samples))
+    if spec.sampler == "nsga2":  # Optuna's, made picklable for Tune (raytrain.tuning.samplers)
+        from raytrain.tuning.samplers import NSGAIISampler
+
+        return NSGAIISampler(seed=spec.search_seed, population_size=nsga2_population(spec.num_samples))
     return optuna.samplers.RandomSampler(seed=spec.search_seed)
 
 
