@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from raytrain.export.check import CheckResult, compare
-from raytrain.export.graph import ExportModel
+from raytrain.export.graph import NMS_CANDIDATES, ExportModel
 from raytrain.export.spec import (
     NMS,
     ONE2ONE,
     ExportMeta,
+    anchors,
     check_format,
     exported_format,
     output_kind,
@@ -118,10 +119,17 @@ def plan_export(values: dict[str, Any]) -> tuple[dict[str, Any], ExportMeta, Pat
     if fmt.name != "onnx" and (values["opset"] is not None):
         LOGGER.warning("opset=%s is an ONNX setting; format=%s ignores it.", values["opset"], fmt.name)
     conf = (0.25 if values["conf"] is None else values["conf"]) if kind == NMS else None
+    candidates = min(NMS_CANDIDATES, anchors(*hw)) if kind == NMS else None
+    need = {ONE2ONE: values["max_det"], NMS: candidates}.get(kind, 0) if values["dynamic"] else 0
+    if anchors(*hw) < need:
+        raise ConfigError(f"dynamic=True with nms={values['nms']}: the {values['max_det']}-row output needs inputs "
+                          f"with at least {need} anchors, imgsz={values['imgsz']} has {anchors(*hw)}; use a larger "
+                          "imgsz or a smaller max_det.")
     meta = ExportMeta(
         format=fmt.name, arch=ckpt["arch"], family=family.name, nc=int(ckpt["nc"]), names=list(ckpt["names"]),
         imgsz=hw, stride=stride, batch=values["batch"], dynamic=values["dynamic"], half=values["half"], output=kind,
-        max_det=values["max_det"], conf=conf, iou=values["iou"] if kind == NMS else None,
+        max_det=values["max_det"], conf=conf, iou=values["iou"] if kind == NMS else None, candidates=candidates,
+        min_anchors=need,
         train={k: trained[k] for k in ("data", "imgsz", "single_cls") if k in trained}, version=__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return ckpt, meta, output_path(Path(values["model"]).expanduser().resolve(), fmt)
@@ -143,10 +151,10 @@ def export(model: str | Path, **args: Any) -> ExportResult:
     values = parse_args({**args, "model": str(model)})
     ckpt, meta, path = plan_export(values)
     device = _device(values["device"], meta.half, meta.format)
-    reference = ExportModel(model_from_checkpoint(ckpt).eval(), meta.output, max_det=meta.max_det,
-                            conf=meta.conf or 0.25, iou=meta.iou or 0.7)
-    fused = copy.deepcopy(reference.model).fuse()
-    module = ExportModel(fused, meta.output, max_det=meta.max_det, conf=reference.conf, iou=reference.iou).eval()
+    settings = {"max_det": meta.max_det, "conf": meta.conf or 0.25, "iou": meta.iou or 0.7,
+                "candidates": meta.candidates or NMS_CANDIDATES}
+    reference = ExportModel(model_from_checkpoint(ckpt).eval(), meta.output, **settings)
+    module = ExportModel(copy.deepcopy(reference.model).fuse(), meta.output, **settings).eval()
     dtype = torch.float16 if meta.half and meta.format != "openvino" else torch.float32
     module = module.to(device, dtype)
     example = check_input(meta)[: meta.batch].to(device, dtype)

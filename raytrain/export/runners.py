@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raytrain.export.spec import NMS, ONE2MANY, ONE2ONE, ExportMeta, exported_format, require
+from raytrain.export.spec import NMS, ONE2MANY, ONE2ONE, ExportMeta, anchors, exported_format, require
 from raytrain.export.writers import TORCHSCRIPT_META
 from raytrain.ops import non_max_suppression
 from raytrain.parsing import ConfigError
@@ -47,6 +47,9 @@ class ExportedModel:
             if h % m.stride or w % m.stride:
                 raise ConfigError(f"model={self.path.name} takes image sides that are multiples of {m.stride}; "
                                   f"got {h}x{w}.")
+            if anchors(h, w) < m.min_anchors:
+                raise ConfigError(f"model={self.path.name} needs inputs with at least {m.min_anchors} anchors (its "
+                                  f"{m.max_det}-row output); {h}x{w} has {anchors(h, w)}: use a larger imgsz.")
             return
         if (h, w) != tuple(m.imgsz) or b != m.batch:
             raise ConfigError(f"model={self.path.name} is a static export for batch={m.batch} imgsz={m.imgsz[0]}"

@@ -67,6 +67,11 @@ def require(module: str, what: str) -> ModuleType:
         raise ConfigError(f"{what} needs the {module} package: {EXTRA_HINT}") from e
 
 
+def anchors(h: int, w: int, strides: tuple[float, ...] = (8, 16, 32)) -> int:
+    """Anchor count ``A`` of an ``h x w`` input (sides multiples of the largest stride)."""
+    return sum(int(h // s) * int(w // s) for s in strides)
+
+
 def output_kind(nms: bool | None) -> str:
     """Ultralytics 8.4's ``nms``: unset -> the one-to-many output for NMS outside; False -> the NMS-free one-to-one
     top-k (YOLO26); True -> NMS inside the graph."""
@@ -91,6 +96,8 @@ class ExportMeta:
     max_det: int = 300  # rows of a ONE2ONE / NMS output
     conf: float | None = None  # NMS's score threshold inside the graph (output NMS)
     iou: float | None = None  # NMS's IoU threshold inside the graph (output NMS)
+    candidates: int | None = None  # NMS: anchors per image that enter the embedded NMS
+    min_anchors: int = 0  # a dynamic top-k / NMS export takes only inputs with at least this many anchors
     train: dict[str, Any] = field(default_factory=dict)  # data / imgsz / single_cls the checkpoint was trained with
     version: str = ""  # raytrain's version that wrote it
     date: str = ""
@@ -111,11 +118,13 @@ class ExportMeta:
 
     def describe(self) -> str:
         """``(1, 84, 8400) one-to-many`` style summary of the output."""
-        b = "B" if self.dynamic else self.batch
+        b, a = ("B", "A") if self.dynamic else (self.batch, anchors(*self.imgsz))
         if self.output == ONE2MANY:
-            return f"({b}, {4 + self.nc}, A) one-to-many, decoded (NMS at run time)"
-        what = "NMS-free one-to-one top-k" if self.output == ONE2ONE else "NMS inside the graph"
-        return f"({b}, {self.max_det}, 6) {what}"
+            return f"({b}, {4 + self.nc}, {a}) one-to-many, decoded (NMS at run time)"
+        if self.output == ONE2ONE:
+            rows = self.max_det if self.dynamic else min(self.max_det, a)
+            return f"({b}, {rows}, 6) NMS-free one-to-one top-k"
+        return f"({b}, {self.max_det}, 6) NMS inside the graph"
 
 
 def exported_format(path: str | Path) -> str | None:

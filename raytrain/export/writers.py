@@ -15,24 +15,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raytrain.export.spec import NMS, ONE2ONE, ExportMeta, require
+from raytrain.export.spec import ExportMeta, anchors, require
 from raytrain.files import atomic_write
 
 TORCHSCRIPT_META = "config.txt"  # the _extra_files entry holding the metadata JSON (Ultralytics' name too)
 
 
 def _dynamic_dims(meta: ExportMeta) -> dict[int, object]:
-    """``torch.export`` dims for images (B, 3, H, W) of a dynamic export: batch free, H and W multiples of the stride.
-
-    An output of ``max_det`` rows (top-k, NMS) needs at least ``max_det`` anchors, so the smallest side is the one
-    whose square input has that many (A = H * W / 64 * 21 / 16 for strides 8, 16, 32).
-    """
+    """``torch.export`` dims for images (B, 3, H, W) of a dynamic export: batch free, H and W multiples of the stride,
+    and no side so small that a square input has fewer than ``meta.min_anchors`` anchors (a top-k of ``max_det``
+    rows, or NMS's candidates, needs that many)."""
     from torch.export import Dim
 
     blocks = 1
-    if meta.output in (ONE2ONE, NMS):
-        while (blocks * meta.stride) ** 2 / 64 * 21 / 16 < meta.max_det:
-            blocks += 1
+    while anchors(blocks * meta.stride, blocks * meta.stride) < meta.min_anchors:
+        blocks += 1
     h = Dim("height_blocks", min=blocks, max=256)
     w = Dim("width_blocks", min=blocks, max=256)
     return {0: Dim("batch", min=1, max=1024), 2: meta.stride * h, 3: meta.stride * w}
