@@ -4,6 +4,7 @@ from a local server standing in for GitHub's releases, converted once, then used
 from __future__ import annotations
 
 import http.server
+import shutil
 import threading
 from pathlib import Path
 
@@ -37,6 +38,31 @@ def release_asset(path: Path, arch: str, monkeypatch, seed: int = 0) -> dict[str
     torch.save({"epoch": 0, "model": None, "ema": copy.deepcopy(model).half(), "train_args": {}}, path)
     strip_optimizer(path)  # the layout of a release asset
     return model.half().state_dict()
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """``assets(arch, seed) -> (file, state_dict)``: each release-layout file built once per module (a copy is
+    served or placed per test)."""
+    folder = tmp_path_factory.mktemp("assets")
+    built: dict[tuple[str, int], tuple[Path, dict[str, torch.Tensor]]] = {}
+
+    def get(arch: str, seed: int = 0) -> tuple[Path, dict[str, torch.Tensor]]:
+        if (arch, seed) not in built:
+            (folder / str(seed)).mkdir(exist_ok=True)
+            with pytest.MonkeyPatch.context() as patch:
+                path = folder / str(seed) / f"{arch}.pt"
+                built[arch, seed] = path, release_asset(path, arch, patch, seed=seed)
+        return built[arch, seed]
+
+    return get
+
+
+def place(assets, target: Path, arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Copy the built ``arch`` file to ``target`` (a served folder or the working directory); its state_dict."""
+    source, state = assets(arch, seed)
+    shutil.copyfile(source, target)
+    return state
 
 
 class _Releases(http.server.SimpleHTTPRequestHandler):
@@ -76,9 +102,9 @@ def test_names_that_resolve():
         assert release_arch(other) is None and resolve_weights(other, key="model") == other
 
 
-def test_release_asset_is_fetched_once_converted_once_and_trained_from(releases, monkeypatch):
+def test_release_asset_is_fetched_once_converted_once_and_trained_from(releases, assets):
     folder, requests = releases
-    served = release_asset(folder / "yolov8n.pt", "yolov8n", monkeypatch)
+    served = place(assets, folder / "yolov8n.pt", "yolov8n")
     path = Path(resolve_weights("yolov8n.pt", key="model"))
     assert requests == ["/v8.4.0/yolov8n.pt"]  # the release URL scheme, under the overridden base
     download = weights_dir() / "downloads" / "yolov8n.pt"
@@ -101,10 +127,10 @@ def test_release_asset_is_fetched_once_converted_once_and_trained_from(releases,
     assert torch.equal(model.state_dict()["model.0.conv.weight"], ckpt["model"]["model.0.conv.weight"])
 
 
-def test_pretrained_name_and_a_searched_name_resolve_on_the_driver(releases, monkeypatch):
+def test_pretrained_name_and_a_searched_name_resolve_on_the_driver(releases, assets):
     folder, requests = releases
-    release_asset(folder / "yolo26n.pt", "yolo26n", monkeypatch)
-    release_asset(folder / "yolov8n.pt", "yolov8n", monkeypatch)
+    place(assets, folder / "yolo26n.pt", "yolo26n")
+    place(assets, folder / "yolov8n.pt", "yolov8n")
     from raytrain.train.plan import resolve_config
     from raytrain.tuning.orchestrate import resolve_train_args
     from raytrain.tuning.space import load_space
@@ -119,17 +145,17 @@ def test_pretrained_name_and_a_searched_name_resolve_on_the_driver(releases, mon
     assert sorted(requests) == ["/v8.4.0/yolo26n.pt", "/v8.4.0/yolov8n.pt"]
 
 
-def test_a_local_file_of_that_name_wins(releases, monkeypatch):
+def test_a_local_file_of_that_name_wins(releases, assets):
     folder, requests = releases
-    release_asset(folder / "yolov8n.pt", "yolov8n", monkeypatch, seed=0)
-    local = release_asset(Path("yolov8n.pt"), "yolov8n", monkeypatch, seed=1)  # in the working directory
+    place(assets, folder / "yolov8n.pt", "yolov8n")
+    local = place(assets, Path("yolov8n.pt"), "yolov8n", seed=1)  # in the working directory
     ckpt = load_checkpoint(resolve_weights("yolov8n.pt", key="model"))
     assert requests == [] and torch.equal(ckpt["model"]["model.0.conv.weight"], local["model.0.conv.weight"].float())
     save_checkpoint("yolo11n.pt", make_checkpoint(build_model("yolo11n", nc=2)))  # a raytrain checkpoint: as it is
     assert resolve_weights("yolo11n.pt", key="pretrained") == str(Path("yolo11n.pt").resolve()) and requests == []
 
 
-def test_bad_downloads_are_refused_and_not_kept(releases, monkeypatch):
+def test_bad_downloads_are_refused_and_not_kept(releases, assets):
     folder, requests = releases
     with pytest.raises(CheckpointError, match=r"model=yolo11n.pt: could not download http://127.0.0.1:\d+/v8.4.0/"
                                               r"yolo11n.pt: HTTP 404.*in the working directory"):
@@ -142,9 +168,23 @@ def test_bad_downloads_are_refused_and_not_kept(releases, monkeypatch):
         resolve_weights("yolo11n.pt", key="pretrained")
     assert not (weights_dir() / "downloads" / "yolo11n.pt").exists()
     # A cached download whose bytes changed after its sha256 was recorded (and not yet converted): fetched again.
-    release_asset(folder / "yolov8n.pt", "yolov8n", monkeypatch)
+    place(assets, folder / "yolov8n.pt", "yolov8n")
     converted = Path(resolve_weights("yolov8n.pt", key="model"))
     converted.unlink()
     with open(weights_dir() / "downloads" / "yolov8n.pt", "ab") as f:
         f.write(b"tampered")
     assert resolve_weights("yolov8n.pt", key="model") == str(converted) and requests.count("/v8.4.0/yolov8n.pt") == 2
+
+
+def test_predict_takes_a_weight_name(releases, assets, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from raytrain.cli import main as cli_main
+
+    folder, requests = releases
+    place(assets, folder / "yolov8n.pt", "yolov8n")
+    cv2.imwrite("img.jpg", np.full((48, 64, 3), 127, np.uint8))
+    assert cli_main(["predict", "model=yolov8n.pt", "source=img.jpg", "imgsz=64", "device=cpu",
+                     f"project={tmp_path / 'runs'}"]) == 0
+    assert "1 images" in capsys.readouterr().out and requests == ["/v8.4.0/yolov8n.pt"]
