@@ -6,6 +6,7 @@ The Ray tests are few and each checks several things: a trial costs 20-35 s to s
 from __future__ import annotations
 
 import csv
+import shlex
 import signal
 import subprocess
 import sys
@@ -212,13 +213,16 @@ def test_tiny_experiment_asha_outputs_wandb(tmp_path: Path, ray_tune, capsys: py
 
 @pytest.mark.ray
 def test_resume_after_killing_the_driver(tmp_path: Path):
-    """Kill ``raytrain tune`` after trial 1 finished and trial 2 is mid-way; ``resume=True`` finishes the job."""
-    settings = space(tmp_path, num_samples=2, scheduler="none", train={**TRAIN, "epochs": EPOCHS},
+    """Kill ``raytrain tune SPACE epochs=6`` (the file says 2) after trial 1 finished and trial 2 is mid-way;
+    ``resume=True`` finishes the job with the override it was started with, and trials.csv says what each trained."""
+    from raytrain.tuning.resume import resume_command
+
+    settings = space(tmp_path, num_samples=2, scheduler="none", train={**TRAIN, "epochs": 2},
                      points_to_evaluate=[{"box": 7.5}, {"box": 5.0}])
     space_file = tmp_path / "space.yaml"
     space_file.write_text(yaml.safe_dump(settings))
     exp = tmp_path / "runs" / "t"
-    command = [sys.executable, "-m", "raytrain.cli", "tune", str(space_file)]
+    command = [sys.executable, "-m", "raytrain.cli", "tune", str(space_file), f"epochs={EPOCHS}"]
     log = (tmp_path / "first.log").open("w")
     driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -229,7 +233,10 @@ def test_resume_after_killing_the_driver(tmp_path: Path):
     first_csv = Path(first["save_dir"]) / "results.csv"
     first_mtime = first_csv.stat().st_mtime_ns
 
-    done = subprocess.run([*command, "resume=True"], capture_output=True, text=True, timeout=400)
+    hint = shlex.split(resume_command(exp, space_file))  # the Ctrl-C hint (it resumes exactly: test_tuning_resume)
+    assert hint[:3] == ["raytrain", "tune", str(space_file)] and f"epochs={EPOCHS}" in hint and "resume=True" in hint
+    # Resumed without repeating the override: the experiment's saved space still trains EPOCHS, not the file's 2.
+    done = subprocess.run([*command[:-1], "resume=True"], capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     status = read_status(exp / STATUS_FILE)
     assert sorted(r["end"] for r in status.values()) == ["completed", "completed"]
@@ -243,6 +250,13 @@ def test_resume_after_killing_the_driver(tmp_path: Path):
     assert all(t.best("train/box_loss", "min")[0] is not None for t in experiment.trials)
     assert "Resuming after epoch" in done.stdout + done.stderr
     assert (exp / "trials.csv").is_file() and (exp / "best.yaml").is_file()
+    rows = list(csv.DictReader((exp / "trials.csv").open()))
+    assert [(r["epochs_run"], r["epochs_planned"]) for r in rows] == [(str(EPOCHS), str(EPOCHS))] * 2
+    # A resume that would change the experiment is refused before anything starts, naming the override.
+    changed = subprocess.run([sys.executable, "-m", "raytrain.cli", *hint[1:], "epochs=3"], capture_output=True,
+                             text=True, timeout=120)
+    assert changed.returncode == 2 and f"epochs=3 would change the experiment {exp} (it was started with " \
+        f"epochs={EPOCHS})" in changed.stderr
 
 
 EPOCHS = 6  # per trial in the resume test: enough that the second trial is caught mid-way

@@ -40,12 +40,25 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     for rank, t in enumerate(exp.ranked(), 1):
         best, best_epoch = t.best(metric, exp.mode)
         writer.writerow([rank, t.name, t.end, _blank(t.stopped_at_epoch), _blank(t.stop_reason),
-                         t.epochs_run, _blank(t.epochs_planned),
+                         t.epochs_run, _blank(trained_epochs(t)),
                          _fmt(t.final(metric)), _fmt(best), _blank(best_epoch),
                          *(_blank(t.params.get(p)) for p in exp.param_names),
                          *((sum(r["trial"] == t.name for r in rows), lineage_text(rows, t.name)) if pbt else ()),
                          t.trial_id, _blank(t.save_dir), _blank(t.error)])
     return atomic_write(path, text.getvalue())  # a reader of a running experiment never sees half a table
+
+
+def trained_epochs(t: TrialRecord) -> int | None:
+    """The epochs a trial's run was planned with, from its own ``args.yaml`` (what it trained with, whatever the
+    driver recorded); the driver's record while the run folder has none yet."""
+    args = Path(t.save_dir) / "args.yaml" if t.save_dir else None
+    if args is None or not args.is_file():
+        return t.epochs_planned
+    try:
+        epochs = (yaml.safe_load(args.read_text()) or {}).get("epochs")
+    except (OSError, yaml.YAMLError):
+        return t.epochs_planned
+    return int(epochs) if isinstance(epochs, int) else t.epochs_planned
 
 
 def _fmt(value: float | None) -> str:
@@ -98,7 +111,7 @@ def format_table(exp: Experiment, limit: int | None = None) -> str:
     rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params, *(["lineage"] if pbt else [])]]
     for rank, t in enumerate(exp.ranked()[:limit], 1):
         best, _ = t.best(metric, exp.mode)
-        planned = f"/{t.epochs_planned}" if t.epochs_planned else ""
+        planned = f"/{trained_epochs(t)}" if trained_epochs(t) else ""
         rows.append([str(rank), t.name, t.end, f"{t.epochs_run}{planned}", _fmt(best), _fmt(t.final(metric)),
                      *(_short(t.params.get(p)) for p in params),
                      *([lineage_text(exploits, t.name) or "-"] if pbt else [])])
@@ -114,4 +127,5 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["BEST_WEIGHTS", "BEST_YAML", "TRIALS_CSV", "format_table", "write_best", "write_trials_csv"]
+__all__ = ["BEST_WEIGHTS", "BEST_YAML", "TRIALS_CSV", "format_table", "trained_epochs", "write_best",
+           "write_trials_csv"]
