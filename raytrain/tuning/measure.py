@@ -37,7 +37,7 @@ def measurement_key(arch: str, nc: int, imgsz: int, deploy: DeploySpec, device_k
 
 
 def measure_model(model: str, nc: int, imgsz: int, deploy: DeploySpec, device: Any,
-                  experiment_dir: str | Path) -> dict[str, float]:
+                  experiment_dir: str | Path, *, latency: bool = True) -> dict[str, float]:
     """The measured values a trial reports (:data:`raytrain.keys.DEPLOY_KEYS` it needs, and the latency's spread),
     from the experiment's ``measured.json`` when this kind was measured already, else measured now and kept there.
 
@@ -48,6 +48,7 @@ def measure_model(model: str, nc: int, imgsz: int, deploy: DeploySpec, device: A
         deploy: what to measure and how (runtime, threads).
         device: the trial's training device (latency in ``torch`` runs there; onnxruntime/openvino on the CPU).
         experiment_dir: the experiment folder.
+        latency: False: the size only (params, GFLOPs), e.g. to check size constraints before paying for a timing.
     """
     from filelock import FileLock
 
@@ -57,7 +58,7 @@ def measure_model(model: str, nc: int, imgsz: int, deploy: DeploySpec, device: A
     folder = Path(experiment_dir)
     folder.mkdir(parents=True, exist_ok=True)
     arch = architecture(model)
-    timed = LATENCY_MS in deploy.measured
+    timed = latency and LATENCY_MS in deploy.measured
     kind = device_kind(device if deploy.runtime == "torch" else "cpu")
     key = measurement_key(arch, nc, imgsz, deploy, kind)
     with FileLock(str(folder / f"{MEASURED_FILE}.lock")):

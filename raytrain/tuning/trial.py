@@ -149,8 +149,11 @@ def _measure_before_training(plan: Any, job: TrialJob) -> dict[str, float] | Non
     from raytrain.tuning.measure import measure_model
 
     device = _trial_device(plan.devices.accelerator) if job.workers == 1 else "cpu"
+    where = (plan.cfg.model, plan.data.nc, plan.cfg.imgsz, deploy, device, job.experiment_dir)
     try:
-        measured = measure_model(plan.cfg.model, plan.data.nc, plan.cfg.imgsz, deploy, device, job.experiment_dir)
+        measured = measure_model(*where, latency=False)  # the size first: a model too big is not timed
+        if not deploy.violations(measured):
+            measured = measure_model(*where)
     except ConfigError as e:
         _record_fatal(plan.save_dir, str(e), job.metric)
         return None
