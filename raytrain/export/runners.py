@@ -34,14 +34,28 @@ class ExportedModel:
         self.input_dtype = np.float16 if meta.half and meta.format != "openvino" else np.float32
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W) float in [0, 1] -> the file's output as a float32 tensor on the images' device."""
+        """images (B, 3, H, W) float in [0, 1] -> the file's output as a float32 tensor on the images' device.
+
+        A static export takes its own batch size only: other batches (a val loader's, its shorter last batch) run in
+        chunks of that size, the last one padded with blank images whose outputs are dropped.
+        """
         self.check_input(tuple(images.shape))
+        chunks = [images] if self.meta.dynamic else list(images.split(self.meta.batch))
+        outs = []
+        for chunk in chunks:
+            n = len(chunk)
+            if n < self.meta.batch and not self.meta.dynamic:
+                chunk = torch.cat((chunk, chunk.new_zeros(self.meta.batch - n, *chunk.shape[1:])))
+            outs.append(self._forward(chunk)[:n])
+        return torch.cat(outs).to(images.device)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self._run(images.detach().cpu().numpy().astype(self.input_dtype, copy=False))
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(images.device)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
     def check_input(self, shape: tuple[int, ...]) -> None:
-        """Refuse, in one line, an input the file cannot take (a static export has one batch size and size)."""
-        b, _, h, w = shape
+        """Refuse, in one line, an input the file cannot take (a static export has one image size)."""
+        _, _, h, w = shape
         m = self.meta
         if m.dynamic:
             if h % m.stride or w % m.stride:
@@ -51,10 +65,10 @@ class ExportedModel:
                 raise ConfigError(f"model={self.path.name} needs inputs with at least {m.min_anchors} anchors (its "
                                   f"{m.max_det}-row output); {h}x{w} has {anchors(h, w)}: use a larger imgsz.")
             return
-        if (h, w) != tuple(m.imgsz) or b != m.batch:
-            raise ConfigError(f"model={self.path.name} is a static export for batch={m.batch} imgsz={m.imgsz[0]}"
-                              f"{'' if m.imgsz[0] == m.imgsz[1] else 'x' + str(m.imgsz[1])}; got batch {b} of "
-                              f"{h}x{w}. Use that batch and imgsz, or export with dynamic=True.")
+        if (h, w) != tuple(m.imgsz):
+            size = m.imgsz[0] if m.imgsz[0] == m.imgsz[1] else m.imgsz
+            raise ConfigError(f"model={self.path.name} is a static export for imgsz={size}; got {h}x{w} inputs. Use "
+                              f"imgsz={size}, or export with dynamic=True.")
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -123,11 +137,10 @@ class TorchScriptModel(ExportedModel):
         super().__init__(path, meta)
         self.module, self.device = module.eval(), torch.device(device)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        self.check_input(tuple(images.shape))
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
         dtype = torch.float16 if self.meta.half else torch.float32
         with torch.no_grad():
-            return self.module(images.to(self.device, dtype)).float().to(images.device)
+            return self.module(images.to(self.device, dtype)).float().cpu()
 
 
 def _openvino_xml(path: Path) -> Path:
@@ -139,6 +152,11 @@ def _openvino_xml(path: Path) -> Path:
     return path
 
 
+def read_meta(path: str | Path) -> ExportMeta:
+    """The metadata of an exported file, without starting a runtime session (TorchScript: loads the module)."""
+    return _open(Path(path).expanduser().resolve(), "cpu", read_only=True)[0]
+
+
 def load_exported(path: str | Path, *, device: str = "cpu", threads: int | None = None) -> ExportedModel:
     """The runner for an exported file (``.onnx``, ``.torchscript``, OpenVINO ``.xml`` or its folder).
 
@@ -146,27 +164,34 @@ def load_exported(path: str | Path, *, device: str = "cpu", threads: int | None 
         ConfigError: missing file, not an exported raytrain file, or the runtime not installed (one line each).
     """
     path = Path(path).expanduser().resolve()
+    meta, fmt, handle = _open(path, device)
+    if fmt == "onnx":
+        return OnnxModel(path, meta, device=device, threads=threads)
+    if fmt == "openvino":
+        return OpenVINOModel(_openvino_xml(path), meta, handle, threads=threads)
+    return TorchScriptModel(path, meta, handle, device=device)
+
+
+def _open(path: Path, device: str, read_only: bool = False) -> tuple[ExportMeta, str, Any]:
+    """(metadata, format, what the runner needs: OpenVINO's model, the TorchScript module, or None)."""
     fmt = exported_format(path)
+    if fmt is None:
+        raise ConfigError(f"model={path}: not an exported model (.onnx, .torchscript, an OpenVINO .xml or folder).")
     if not path.exists():
         raise ConfigError(f"model={path}: no such file.")
     if fmt == "onnx":
         onnx = require("onnx", "reading an .onnx file")
         proto = onnx.load(str(path), load_external_data=False)
-        meta = ExportMeta.from_strings({p.key: p.value for p in proto.metadata_props}, str(path))
-        return OnnxModel(path, meta, device=device, threads=threads)
+        return ExportMeta.from_strings({p.key: p.value for p in proto.metadata_props}, str(path)), fmt, None
     if fmt == "openvino":
         ov = require("openvino", "reading an OpenVINO model")
-        xml = _openvino_xml(path)
-        model = ov.Core().read_model(str(xml))
+        model = ov.Core().read_model(str(_openvino_xml(path)))
         info = model.get_rt_info()["model_info"] if model.has_rt_info(["model_info"]) else {}
         meta = ExportMeta.from_strings({k: v.astype(str) for k, v in dict(info).items()}, str(path))
-        return OpenVINOModel(xml, meta, model, threads=threads)
-    if fmt == "torchscript":
-        extra = {TORCHSCRIPT_META: ""}
-        try:
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-        except (RuntimeError, zipfile.BadZipFile) as e:
-            raise ConfigError(f"model={path}: not a TorchScript file ({str(e).splitlines()[0]}).") from e
-        meta = ExportMeta.from_strings(json.loads(extra[TORCHSCRIPT_META] or "{}"), str(path))
-        return TorchScriptModel(path, meta, module, device=device)
-    raise ConfigError(f"model={path}: not an exported model (.onnx, .torchscript, an OpenVINO .xml or folder).")
+        return meta, fmt, model
+    extra = {TORCHSCRIPT_META: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except (RuntimeError, ValueError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"model={path}: not a TorchScript file ({str(e).splitlines()[0]}).") from e
+    return ExportMeta.from_strings(json.loads(extra[TORCHSCRIPT_META] or "{}"), str(path)), fmt, module
