@@ -114,8 +114,8 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.config import ConfigError, make_config
     from raytrain.data import DatasetError, load_image
     from raytrain.engine.devices import select_device
+    from raytrain.export.load import open_model
     from raytrain.files import next_run_dir
-    from raytrain.models.checkpoint import inspect_checkpoint, model_from_checkpoint
     from raytrain.models.weights import resolve_weights
 
     if "source" not in args and positional:
@@ -123,16 +123,15 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     if "model" not in args:
         raise ConfigError("raytrain predict needs model=CHECKPOINT.pt (a raytrain checkpoint).")
     args = {**args, "model": resolve_weights(str(args["model"]), key="model")}  # yolo26n.pt: fetched, converted once
-    ckpt = inspect_checkpoint(args["model"], key="model")  # or a one-line error naming the file
-    trained = ckpt.get("config") or {}
-    base = {"name": "predict", **({"imgsz": trained["imgsz"]} if "imgsz" in trained else {})}
+    opened = open_model(args["model"])  # a checkpoint or an exported .onnx/OpenVINO/.torchscript; one-line errors
+    base = {"name": "predict", **({"imgsz": opened.trained["imgsz"]} if "imgsz" in opened.trained else {})}
     cfg = make_config(base, args, where=["checkpoint", "arguments"])
     if not cfg.source:
         raise ConfigError("raytrain predict needs source=IMAGE or source=FOLDER.")
     files = list_images(cfg.source)
     device = select_device(cfg.device)
-    model = model_from_checkpoint(ckpt).to(device).eval()
-    names = list(ckpt.get("names") or getattr(model, "names", [str(i) for i in range(model.nc)]))
+    model = opened.model(device, cfg.imgsz)
+    names = list(getattr(model, "names", None) or [str(i) for i in range(model.nc)])
     conf = 0.25 if cfg.conf is None else cfg.conf
     save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)

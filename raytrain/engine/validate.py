@@ -216,8 +216,8 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     from raytrain.config import ConfigError, make_config
     from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
     from raytrain.engine.devices import select_device
+    from raytrain.export.load import open_model
     from raytrain.files import next_run_dir
-    from raytrain.models.checkpoint import inspect_checkpoint, model_from_checkpoint
     from raytrain.models.weights import resolve_weights
 
     if "model" not in args and positional:
@@ -225,13 +225,12 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     if "model" not in args:
         raise ConfigError("raytrain val needs model=CHECKPOINT.pt (a raytrain checkpoint).")
     args = {**args, "model": resolve_weights(str(args["model"]), key="model")}  # yolo26n.pt: fetched, converted once
-    ckpt = inspect_checkpoint(args["model"], key="model")  # or a one-line error naming the file
-    trained = ckpt.get("config") or {}
-    # Unless given, validate on the dataset and image size the checkpoint was trained with.
-    base = {"name": "val", **{k: trained[k] for k in ("data", "imgsz", "single_cls") if k in trained}}
+    opened = open_model(args["model"])  # a checkpoint or an exported .onnx/OpenVINO/.torchscript; one-line errors
+    # Unless given, validate on the dataset and image size the checkpoint was trained (or the file exported) with.
+    base = {"name": "val", **opened.trained}
     cfg = make_config(base, args, where=["checkpoint", "arguments"])
     device = select_device(cfg.device)
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    model = opened.model(device, cfg.imgsz)
     spec = resolve_data(cfg.data)
     dataset = YoloDataset(scan_split(spec, cfg.split), cfg.imgsz, augment=False, hyp=cfg)
     if len(dataset.names) != model.nc:
