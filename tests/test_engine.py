@@ -14,7 +14,7 @@ from raytrain.config import ConfigError
 from raytrain.engine import optim
 from raytrain.engine.autobatch import fit_batch_size
 from raytrain.engine.callbacks import EVENTS, TrainState, check_callbacks, run_callbacks
-from raytrain.engine.devices import parse_gpu_ids, per_worker_batch, plan_devices
+from raytrain.engine.devices import check_local_gpu_ids, parse_gpu_ids, per_worker_batch, plan_devices
 from raytrain.engine.ema import ModelEMA, ema_decay, ema_update_
 from raytrain.engine.loop import early_stop
 from raytrain.engine.results import COLUMNS, plot_results, read_results_csv, write_results_csv
@@ -331,8 +331,14 @@ def test_plan_devices_and_batch_split():
     assert plan_devices("", None, 4).num_workers == 4
     assert plan_devices("", None, 0).accelerator == "cpu"
     assert plan_devices("0", 8, 16).num_workers == 8  # cluster: num_workers wins
-    fallback = plan_devices("0,1", None, 0)
-    assert fallback.accelerator == "cpu" and "none are available" in fallback.note
+    with pytest.raises(ConfigError, match="device=0,1: asks for GPU 0,1, but there is no GPU here"):
+        plan_devices("0,1", None, 0)  # never a silent CPU run
+    with pytest.raises(ConfigError, match="device=7: GPU 7 does not exist; this machine has GPUs 0, 1"):
+        check_local_gpu_ids("7", 2)
+    with pytest.raises(ConfigError, match="this machine has no CUDA GPU"):
+        check_local_gpu_ids("0", 0)
+    check_local_gpu_ids("1", 2)
+    check_local_gpu_ids("cpu", 0)
     mps = plan_devices("mps", 2, 0)
     assert (mps.accelerator, mps.num_workers) == ("mps", 1) and mps.note
     with pytest.raises(ConfigError, match="Ray sees 1 GPU"):

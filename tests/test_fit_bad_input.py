@@ -132,3 +132,23 @@ def test_deterministic_worker_errors_end_the_run_without_retries(ray_local, by_v
         run(plan)
     assert len(str(error.value).splitlines()) == 1
     assert not (plan.save_dir / "results.csv").exists()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["freeze=99"], "freeze=99 would freeze all 23 layers of yolov8n: nothing would train. Use at most freeze=22"),
+    (["model=yolo26n", "freeze=24"], "freeze=24 would freeze all 24 layers of yolo26n"),
+    (["freeze=[0,30]"], "freeze=[0, 30]: yolov8n has layers 0..22; [30] do not exist"),
+    (["device=7"], "device=7: GPU 7 does not exist; this machine has no CUDA GPU"),
+    (["model=yolov8nn"], "Did you mean yolov8n?"),
+])
+def test_arguments_that_cannot_train_fail_before_ray_with_one_line(no_ray, tmp_path, capsys, args, expected):
+    """Deterministic set-up errors (everything frozen, a GPU that does not exist, an unknown model) are found on the
+    driver: one line, exit 2, no Ray, no run folder, no retries."""
+    base = {**TINY, "model": "yolov8n"}
+    overrides = dict(a.split("=", 1) for a in args)
+    argv = ["fit", *(f"{k}={v}" for k, v in {**base, **overrides}.items()), f"project={tmp_path / 'runs'}"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("raytrain fit:")]
+    assert expected in line and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()

@@ -47,7 +47,8 @@ def plan_devices(device: str, num_workers: int | None, gpus_available: int) -> D
 
     ``cpu``: ``num_workers`` CPU workers (default 1). ``mps``: one local worker on Apple silicon. ``0,1``: one GPU
     worker per listed GPU (``num_workers`` overrides the count on a cluster). ``''``: every GPU, else the CPU.
-    GPUs asked for but unavailable fall back to CPU workers with a note.
+    GPUs named (``device=0``) where there are none are an error, as in Ultralytics: a cluster job that asked for
+    GPUs must not train on CPUs, 50 times slower.
     """
     device = device.strip().lower()
     if device == "cpu":
@@ -57,13 +58,26 @@ def plan_devices(device: str, num_workers: int | None, gpus_available: int) -> D
         return DevicePlan("mps", 1, note=note)
     ids = parse_gpu_ids(device)
     if gpus_available <= 0:
-        note = f"device={device} asks for GPUs but none are available: training on CPU." if ids else ""
-        return DevicePlan("cpu", num_workers or 1, note=note)
+        if ids:
+            raise ConfigError(f"device={device}: asks for GPU {','.join(map(str, ids))}, but there is no GPU here "
+                              f"(Ray sees none, and none can be added): use device=cpu, or run where the GPUs are.")
+        return DevicePlan("cpu", num_workers or 1)
     wanted = num_workers or (len(ids) if ids else gpus_available)
     if wanted > gpus_available:
         raise ConfigError(f"device={device or repr('')} / num_workers={num_workers}: {wanted} GPU workers asked for, "
                           f"but Ray sees {gpus_available} GPU(s).")
     return DevicePlan("cuda", wanted, gpu_ids=tuple(ids) if ids else None)
+
+
+def check_local_gpu_ids(device: str, gpu_count: int) -> None:
+    """``device=`` GPU indices against this machine's ``gpu_count`` CUDA devices (a local run, val, predict): an index
+    that does not exist is a ConfigError naming the ones that do."""
+    ids = parse_gpu_ids(device) or []
+    missing = [i for i in ids if i >= gpu_count]
+    if missing:
+        present = f"GPUs {', '.join(map(str, range(gpu_count)))}" if gpu_count else "no CUDA GPU"
+        raise ConfigError(f"device={device}: GPU {','.join(map(str, missing))} does not exist; this machine has "
+                          f"{present}. Use device=cpu or an index that exists.")
 
 
 def per_worker_batch(batch: int, num_workers: int) -> int:
@@ -88,6 +102,5 @@ def select_device(device: str = "") -> Any:
     if text in ("cpu", "mps"):
         return torch.device(text)
     ids = parse_gpu_ids(text)
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r}: no CUDA GPU is available here; use device=cpu.")
+    check_local_gpu_ids(text, torch.cuda.device_count())
     return torch.device(f"cuda:{ids[0]}")

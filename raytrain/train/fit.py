@@ -66,6 +66,9 @@ def fit(cfg: Config | None = None, *, callbacks: dict[str, list[Callable]] | Non
     address = None if address in (None, "", "local") else address
     plan = None
     if address is None:  # local: check everything before paying for Ray's start
+        from raytrain.engine.devices import check_local_gpu_ids
+
+        check_local_gpu_ids(cfg.device, _local_cuda_count())
         cfg = _use_local_cpus(cfg)
         plan = prepare_run(cfg, gpus_available=_local_cuda_count(), callbacks=checked)
     from raytrain.cluster.local import init_ray

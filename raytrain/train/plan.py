@@ -110,8 +110,10 @@ def _check_checkpoints(cfg: Config, nc: int, resume_ckpt: Mapping[str, Any] | No
     """
     from raytrain.models.checkpoint import inspect_checkpoint
 
+    arch = cfg.model
     if cfg.model.endswith(".pt"):
-        inspect_checkpoint(cfg.model, key="model")
+        arch = inspect_checkpoint(cfg.model, key="model")["arch"]
+    check_freeze(cfg.freeze, arch)
     if isinstance(cfg.pretrained, str):
         inspect_checkpoint(cfg.pretrained, key="pretrained")
     if resume_ckpt is not None and int(resume_ckpt["nc"]) != nc:
@@ -119,6 +121,24 @@ def _check_checkpoints(cfg: Config, nc: int, resume_ckpt: Mapping[str, Any] | No
                           f"resume with the dataset the run was trained on.")
     if isinstance(cfg.resume, str) and resume_ckpt is None:
         inspect_checkpoint(cfg.resume, key="resume", nc=nc)
+
+
+def check_freeze(freeze: int | list[int] | None, arch: str) -> None:
+    """``freeze=`` against the model's layers: freezing every layer would leave nothing to train (a run that fails at
+    its first step, on every retry), and an index past the last layer means a mistake."""
+    from raytrain.models.registry import family_of
+
+    layers = len(family_of(arch).layers)
+    detect = layers - 1
+    if isinstance(freeze, int) and freeze >= layers:
+        raise ConfigError(f"freeze={freeze} would freeze all {layers} layers of {arch}: nothing would train. Use at "
+                          f"most freeze={detect} (everything but the Detect layer, {detect}).")
+    if isinstance(freeze, list):
+        beyond = [i for i in freeze if i >= layers]
+        if beyond:
+            raise ConfigError(f"freeze={freeze}: {arch} has layers 0..{detect}; {beyond} do not exist.")
+        if set(range(layers)) <= set(freeze):
+            raise ConfigError(f"freeze={freeze} freezes every layer of {arch}: nothing would train.")
 
 
 def resolve_config(cfg: Config, *, gpus_available: int | None = None) -> Config:
