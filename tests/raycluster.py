@@ -25,6 +25,15 @@ def free_port() -> int:
     return local_ray.free_port(0)
 
 
+def worker_ports(taken: set[int]) -> int:
+    """The first of 201 worker ports (30000-50200) clear of the node's other ports: Ray refuses to start a node
+    whose worker range holds one of them (e.g. the GCS port, which the OS picked anywhere)."""
+    while True:
+        first = free_port() % 20000 + 30000
+        if not any(first <= port <= first + 200 for port in taken):
+            return first
+
+
 class LocalCluster:
     """Start the head, then the workers, with :meth:`add_node` (each call returns once its node is alive);
     ``address`` is the GCS address to pass to ``ray.init`` or ``address=``."""
@@ -45,16 +54,21 @@ class LocalCluster:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
-    def add_node(self, num_cpus: int, resources: dict[str, float], head: bool = False) -> None:
+    def add_node(self, num_cpus: int, resources: dict[str, float], head: bool = False, *,
+                 autoscaling_config: dict | None = None, dashboard: bool = True) -> None:
         """Start one node (fresh ports each time) and wait until the cluster counts it alive.
 
         A worker node that exits or has not joined after ``join_timeout`` seconds is stopped and started once more
         on new ports (a port taken between picking and binding it is the likely cause); a second miss raises, with the
         tail of every node's log in the message so a CI log alone shows why.
+
+        ``autoscaling_config`` (head only): run Ray's autoscaler on it, with Ray's fake multi-node provider
+        (:func:`fake_autoscaling_config`): the nodes it adds are processes on this machine, in the head's process
+        group, so :meth:`stop` ends them with the head. ``dashboard=False`` saves its start (a few seconds).
         """
         expected = len(self.procs) + 1
         for attempt in (1, 2):
-            self._start_node(num_cpus, resources, head, attempt)
+            self._start_node(num_cpus, resources, head, attempt, autoscaling_config, dashboard)
             try:
                 self.wait_for_nodes(expected, timeout=self.join_timeout)
                 return
@@ -65,24 +79,59 @@ class LocalCluster:
                       f"on new ports\n{self.log_tails()}", file=sys.stderr)
                 self._kill(self.procs.pop())
 
-    def _start_node(self, num_cpus: int, resources: dict[str, float], head: bool, attempt: int) -> None:
+    def _start_node(self, num_cpus: int, resources: dict[str, float], head: bool, attempt: int,
+                    autoscaling_config: dict | None = None, dashboard: bool = True) -> None:
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [ray_bin, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
                f"--resources={json.dumps(resources)}", "--disable-usage-stats",
                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
                f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-               f"--min-worker-port={(wp := free_port() % 20000 + 30000)}", f"--max-worker-port={wp + 200}"]
+               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        taken = {self.port, self.dashboard_port, *(int(a.rsplit("=", 1)[1]) for a in cmd if "-port=" in a)}
+        wp = worker_ports(taken)
+        cmd += [f"--min-worker-port={wp}", f"--max-worker-port={wp + 200}"]
+        env = self.env
         if head:
-            cmd += ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
+            cmd += ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
+                    f"--include-dashboard={'true' if dashboard else 'false'}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                     f"--ray-client-server-port={free_port()}"]
+            if autoscaling_config is not None:
+                config_file = self.temp_dir / "autoscaling.json"
+                config_file.write_text(json.dumps(autoscaling_config))
+                cmd += [f"--autoscaling-config={config_file}"]
+                # The fake provider refuses to start without RAY_FAKE_CLUSTER; the autoscaler's loop runs every 5 s
+                # by default (AUTOSCALER_UPDATE_INTERVAL_S): 1 s, as Ray's own AutoscalingCluster sets it.
+                env = {**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         else:
             cmd += [f"--address={self.address}"]
         suffix = "" if attempt == 1 else f".attempt{attempt}"
         log = open(self.log_dir / f"node{len(self.procs)}{suffix}.log", "w")  # noqa: SIM115 - closed with the node
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                            start_new_session=True))
+
+    def fake_autoscaling_config(self, head_resources: dict[str, float], worker_types: dict[str, dict],
+                                max_workers: int) -> dict:
+        """An autoscaling config for Ray's fake multi-node provider (``ray.autoscaler._private.fake_multi_node``),
+        like a ``ray up`` config with the cloud parts left out: the head type and ``worker_types`` (Ray's
+        ``available_node_types`` entries: ``resources``, ``min_workers``, ``max_workers``). The provider starts its
+        nodes against this cluster's GCS (``gcs_address``; its default is port 6379, which other Rays may hold)."""
+        return {
+            "cluster_name": "raytrain-fake", "max_workers": max_workers, "upscaling_speed": 1.0,
+            # The fake nodes start as they are (no SSH set-up, which its provider refuses): updaters and the launch
+            # config check off, as the provider's example.yaml in Ray's repository sets them (the wheel lacks it).
+            "idle_timeout_minutes": 5,
+            "provider": {"type": "fake_multinode", "gcs_address": self.address, "disable_node_updaters": True,
+                         "disable_launch_config_check": True},
+            "auth": {"ssh_user": "ray"}, "head_node_type": "ray.head.default",
+            "available_node_types": {"ray.head.default": {"resources": head_resources, "node_config": {},
+                                                          "max_workers": 0},
+                                     **{name: {"node_config": {}, **body} for name, body in worker_types.items()}},
+            **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                                   "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
+                                   "cluster_synced_files", "rsync_exclude", "rsync_filter")},
+            "file_mounts": {}, "file_mounts_sync_continuously": False,
+        }
 
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
         """Until ``count`` nodes are alive; raises with the node logs' tails when a node exits or time runs out."""
