@@ -100,3 +100,14 @@ def test_a_family_search_is_checked_and_shown(tmp_path):
     assert "(families: YOLOv8: yolov8n; YOLO11: yolo11n; YOLO26: yolo26n)" in text
     with pytest.raises(ConfigError, match=r"space\.model\.values\[1\].*'yolov9n' is not a known architecture"):
         load_space(space_file(tmp_path, space={"model": ["yolov8n", "yolov9n"]}))
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_space_value_that_only_fails_at_set_up_is_refused_before_ray(no_ray, tmp_path, capsys, dry_run):
+    """``freeze: [10, 99]`` passes Config (any count is a count) but every trial drawing 99 would freeze the whole
+    model: the driver checks each (model, freeze) pair the space can draw, one line, exit 2, no Ray started."""
+    path = space_file(tmp_path, space={"model": ["yolov8n", "yolo26n"], "freeze": [10, 23]})
+    assert cli.main(["tune", str(path), f"dry_run={dry_run}"]) == 2
+    err = capsys.readouterr().err
+    assert "space.freeze: freeze=23 would freeze all 23 layers of yolov8n: nothing would train" in err, err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()

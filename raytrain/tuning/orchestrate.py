@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from raytrain.cluster.compat import TRIAL_TOKEN_RESOURCES, dashboard_url
+from raytrain.cluster.compat import TRIAL_TOKEN_RESOURCES, dashboard_url, set_restored_settings
 from raytrain.cluster.nodes import ClusterShape
 from raytrain.cluster.storage import join_storage
 from raytrain.config import ConfigError
@@ -30,7 +30,7 @@ from raytrain.tuning.capacity import concurrency_cap, trial_footprint
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
 from raytrain.tuning.objectives import trial_deploy
 from raytrain.tuning.results import summarize
-from raytrain.tuning.resume import set_restored_settings, write_start
+from raytrain.tuning.resume import write_start
 from raytrain.tuning.space import TuneSpec
 from raytrain.tuning.status import make_status_callback
 from raytrain.tuning.stopping import StatusFile, make_patience_stopper, make_scheduler
@@ -74,7 +74,30 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dic
                     inspect_checkpoint(resolve_weights(value, key=key), key=key)  # yolo26n.pt: fetched, converted
                 except ConfigError as e:
                     raise ConfigError(f"{spec.source}: space.{key}: {e}") from None
+    _check_searched_freeze(spec, train)
     return train
+
+
+def _check_searched_freeze(spec: TuneSpec, train: Mapping[str, Any]) -> None:
+    """Every (model, freeze) pair the space can draw, checked as a fit would (a trial that freezes every layer would
+    fail at its first step): refused on the driver, naming the space key."""
+    from raytrain.models.checkpoint import inspect_checkpoint
+    from raytrain.models.weights import resolve_weights
+    from raytrain.train.plan import check_freeze
+
+    if "freeze" not in spec.space and "model" not in spec.space:
+        return
+    models = list(spec.space["model"].values) if "model" in spec.space else [train["model"]]
+    freezes = list(spec.space["freeze"].values) if "freeze" in spec.space else [train.get("freeze")]
+    for model in models:
+        arch = (inspect_checkpoint(resolve_weights(model, key="model"), key="model")["arch"]
+                if str(model).endswith(".pt") else model)
+        for freeze in freezes:
+            try:
+                check_freeze(freeze, arch)
+            except ConfigError as e:
+                where = "space.freeze" if "freeze" in spec.space else "train.freeze"
+                raise ConfigError(f"{spec.source}: {where}: {e}") from None
 
 
 def check_dashboard(spec: TuneSpec) -> str | None:
