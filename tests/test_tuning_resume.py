@@ -12,9 +12,10 @@ import pytest
 import yaml
 from tuning_helpers import TRAIN, space
 
+from raytrain.cluster.compat import set_restored_settings
 from raytrain.config import ConfigError
 from raytrain.tuning.orchestrate import experiment_dir, record_experiment, resolve_train_args
-from raytrain.tuning.resume import MAY_CHANGE, resume_command, resumed_spec, set_restored_settings
+from raytrain.tuning.resume import MAY_CHANGE, resume_command, resumed_spec
 from raytrain.tuning.space import load_space
 
 

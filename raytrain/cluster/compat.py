@@ -143,6 +143,43 @@ def usage_stats_chosen() -> bool:
         return False
 
 
+def set_restored_settings(tuner: Any, *, time_budget_s: float | None, max_concurrent: int,
+                          callbacks: list[Any]) -> None:
+    """Put the settings a resume may change (:mod:`raytrain.tuning.resume`) into a ``Tuner.restore``-d tuner.
+
+    ``Tuner.restore`` takes no TuneConfig or RunConfig: it unpickles the original ones from ``tuner.pkl`` (the
+    time budget, the driver callbacks with the original spec), and when ``fit`` starts, the search algorithm's saved
+    state (``ConcurrencyLimiter`` / ``BasicVariantGenerator``: ``__dict__.update``) puts the original
+    ``max_concurrent`` back. So the restored TuneConfig and RunConfig (``tuner._local_tuner``) get the new values,
+    and the search algorithm's ``set_state`` keeps the new cap. Tune's time budget counts from the
+    resume (its stopper is built anew by ``fit``). If these internals have moved, a warning says the resume keeps
+    the original settings.
+    """
+    internal = getattr(tuner, "_local_tuner", None)
+    tune_config, run_config = getattr(internal, "_tune_config", None), getattr(internal, "_run_config", None)
+    if tune_config is None or run_config is None:
+        logging.getLogger("raytrain").warning("This Ray's restored Tuner has no _local_tuner settings: the resume "
+                                              "keeps the original time_budget_s and max_concurrent_trials.")
+        return
+    tune_config.time_budget_s = time_budget_s
+    run_config.callbacks = callbacks
+    search = tune_config.search_alg
+    if search is None or not hasattr(search, "max_concurrent"):
+        return
+    base = type(search)
+
+    class KeepResumeCap(base):  # type: ignore[misc, valid-type]
+        """The restored search algorithm, whose saved state no longer brings the original cap back."""
+
+        def set_state(self, state: dict[str, Any]) -> None:
+            base.set_state(self, state)
+            self.max_concurrent = max_concurrent
+
+    # A class swap, not an instance attribute: get_state() saves the instance's __dict__ with the experiment.
+    search.__class__ = KeepResumeCap
+    search.max_concurrent = max_concurrent
+
+
 def dashboard_url() -> str | None:
     """The running Ray's dashboard URL (``http://...``), or None when it has none.
 

@@ -10,7 +10,6 @@ accepted when it says what the experiment already has, and refused otherwise, na
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,6 @@ from raytrain.files import atomic_write
 from raytrain.tuning.experiment import SPACE_FILE
 from raytrain.tuning.space import TuneSpec, load_space
 
-LOGGER = logging.getLogger("raytrain")
 START_FILE = "tune_start.yaml"  # not .json: Tune syncs top-level .json/.pkl files back over the experiment folder
 # Overrides a resumed experiment accepts and applies: where it is (name, project), how to reach Ray (address),
 # how many trials run at once, the time budget (counted from the resume), the W&B mode, and a dry run of the resume.
@@ -99,43 +97,6 @@ def _refusal(key: str, value: Any, started: Mapping[str, Any], saved: TuneSpec, 
             f"start a new experiment (another name=). A resume may change: {', '.join(MAY_CHANGE)}.")
 
 
-def set_restored_settings(tuner: Any, *, time_budget_s: float | None, max_concurrent: int,
-                          callbacks: list[Any]) -> None:
-    """Put the settings a resume may change into a ``Tuner.restore``-d tuner (Ray 2.60; a workaround of internals).
-
-    ``Tuner.restore`` takes no TuneConfig or RunConfig: it unpickles the original ones from ``tuner.pkl`` (the
-    time budget, the driver callbacks with the original spec), and when ``fit`` starts, the search algorithm's saved
-    state (``ConcurrencyLimiter`` / ``BasicVariantGenerator``: ``__dict__.update``) puts the original
-    ``max_concurrent`` back. So the restored TuneConfig and RunConfig (``tuner._local_tuner``) get the new values,
-    and the search algorithm's ``set_state`` keeps the new cap. Tune's time budget counts from the
-    resume (its stopper is built anew by ``fit``). If these internals have moved, a warning says the resume keeps
-    the original settings.
-    """
-    internal = getattr(tuner, "_local_tuner", None)
-    tune_config, run_config = getattr(internal, "_tune_config", None), getattr(internal, "_run_config", None)
-    if tune_config is None or run_config is None:
-        LOGGER.warning("This Ray's restored Tuner has no _local_tuner settings: the resume keeps the original "
-                       "time_budget_s and max_concurrent_trials.")
-        return
-    tune_config.time_budget_s = time_budget_s
-    run_config.callbacks = callbacks
-    search = tune_config.search_alg
-    if search is None or not hasattr(search, "max_concurrent"):
-        return
-    base = type(search)
-
-    class KeepResumeCap(base):  # type: ignore[misc, valid-type]
-        """The restored search algorithm, whose saved state no longer brings the original cap back."""
-
-        def set_state(self, state: dict[str, Any]) -> None:
-            base.set_state(self, state)
-            self.max_concurrent = max_concurrent
-
-    # A class swap, not an instance attribute: get_state() saves the instance's __dict__ with the experiment.
-    search.__class__ = KeepResumeCap
-    search.max_concurrent = max_concurrent
-
-
 def resume_command(exp_dir: Path, space: str | Path) -> str:
     """The ``raytrain tune`` command that resumes ``exp_dir`` exactly: its space file and the overrides it was started
     with (accepted again, as they match), its name and project, and ``resume=True``."""
@@ -154,5 +115,4 @@ def _cli_value(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["MAY_CHANGE", "START_FILE", "read_start", "resume_command", "resumed_spec", "set_restored_settings",
-           "write_start"]
+__all__ = ["MAY_CHANGE", "START_FILE", "read_start", "resume_command", "resumed_spec", "write_start"]
