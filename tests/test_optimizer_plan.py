@@ -72,3 +72,38 @@ def test_resume_trains_with_the_recorded_choice(tmp_path):
     w = make_worker(plan.cfg, resolve_data(plan.cfg.data), device=torch.device("cpu"), save_dir=plan.save_dir,
                     choice=plan.optimizer)
     assert type(w.optimizer).__name__ == "MuSGD" and w.schedule.lr0 == 0.01 and w.schedule.warmup_bias_lr == 0.0
+
+
+def test_trials_csv_and_results_show_the_resolved_optimizer(tmp_path):
+    """A search over optimizer: [auto, SGD] is readable: each trial's resolved optimizer and lr0, from its run.json."""
+    import csv
+
+    import yaml
+
+    from raytrain.tuning.experiment import load_experiment
+    from raytrain.tuning.report import format_table, write_trials_csv
+
+    exp = tmp_path / "exp"
+    space = {"metric": "fitness", "mode": "max", "train": {"epochs": 2},
+             "space": {"optimizer": {"type": "choice", "values": ["auto", "SGD"]}}}
+    exp.mkdir()
+    (exp / "tune_space.yaml").write_text(yaml.safe_dump(space))
+    status = {}
+    for trial_id, asked, resolved, lr0, fitness in [("a1", "auto", "AdamW", 0.001429, 0.3), ("a2", "SGD", "SGD", 0.01,
+                                                                                           0.2)]:
+        folder, save_dir = exp / f"trial_{trial_id}", exp / "trials" / f"trial_{trial_id}"
+        folder.mkdir()
+        save_dir.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps({"optimizer": asked}))
+        (folder / "result.json").write_text(json.dumps({"epoch": 1, "fitness": fitness, "trial_id": trial_id}) + "\n")
+        choice = OptimizerChoice(asked, resolved, lr0, 0.9, 0.0, 10, 3, "test")
+        (save_dir / RUN_FILE).write_text(json.dumps({"optimizer": choice.to_dict()}))
+        status[trial_id] = {"name": folder.name, "params": {"optimizer": asked}, "save_dir": str(save_dir),
+                            "end": "completed"}
+    (exp / "trial_status.yaml").write_text(yaml.safe_dump(status))
+    experiment = load_experiment(exp)
+    rows = list(csv.DictReader(write_trials_csv(experiment).open()))
+    assert [(r["optimizer"], r["resolved_optimizer"], r["resolved_lr0"]) for r in rows] == [
+        ("auto", "AdamW", "0.001429"), ("SGD", "SGD", "0.01")]
+    table = format_table(experiment).splitlines()
+    assert "optimizer (lr0)" in table[0] and table[1].split()[-2:] == ["AdamW", "(0.001429)"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -32,8 +33,8 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
     pbt, rows = is_pbt(exp), history(exp)
     header = ["rank", "trial", "end", "stopped_at_epoch", "stop_reason",
               "epochs_run", "epochs_planned", f"final {metric}",
-              f"best {metric}", "best_epoch", *exp.param_names, *(("exploits", "lineage") if pbt else ()),
-              "trial_id", "save_dir", "error"]
+              f"best {metric}", "best_epoch", *exp.param_names, "resolved_optimizer", "resolved_lr0",
+              *(("exploits", "lineage") if pbt else ()), "trial_id", "save_dir", "error"]
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)
@@ -43,9 +44,25 @@ def write_trials_csv(exp: Experiment, path: Path | None = None) -> Path:
                          t.epochs_run, _blank(trained_epochs(t)),
                          _fmt(t.final(metric)), _fmt(best), _blank(best_epoch),
                          *(_blank(t.params.get(p)) for p in exp.param_names),
+                         *(resolved_optimizer(t) or ("", "")),
                          *((sum(r["trial"] == t.name for r in rows), lineage_text(rows, t.name)) if pbt else ()),
                          t.trial_id, _blank(t.save_dir), _blank(t.error)])
     return atomic_write(path, text.getvalue())  # a reader of a running experiment never sees half a table
+
+
+def resolved_optimizer(t: TrialRecord) -> tuple[str, float] | None:
+    """The optimizer and lr0 a trial trained with (``optimizer=auto`` resolved), from its run folder's ``run.json``;
+    None before the trial has planned its run."""
+    from raytrain.train.plan import RUN_FILE
+
+    run = Path(t.save_dir) / RUN_FILE if t.save_dir else None
+    if run is None or not run.is_file():
+        return None
+    try:
+        record = json.loads(run.read_text()).get("optimizer") or {}
+    except (OSError, ValueError):
+        return None
+    return (str(record["name"]), float(record["lr0"])) if "name" in record and "lr0" in record else None
 
 
 def trained_epochs(t: TrialRecord) -> int | None:
@@ -108,15 +125,22 @@ def format_table(exp: Experiment, limit: int | None = None) -> str:
     metric = exp.metric
     params = exp.param_names
     pbt, exploits = is_pbt(exp), history(exp)
-    rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params, *(["lineage"] if pbt else [])]]
+    rows = [["#", "trial", "end", "ran", f"best {metric}", f"final {metric}", *params, "optimizer (lr0)",
+             *(["lineage"] if pbt else [])]]
     for rank, t in enumerate(exp.ranked()[:limit], 1):
         best, _ = t.best(metric, exp.mode)
         planned = f"/{trained_epochs(t)}" if trained_epochs(t) else ""
         rows.append([str(rank), t.name, t.end, f"{t.epochs_run}{planned}", _fmt(best), _fmt(t.final(metric)),
-                     *(_short(t.params.get(p)) for p in params),
+                     *(_short(t.params.get(p)) for p in params), _resolved_text(t),
                      *([lineage_text(exploits, t.name) or "-"] if pbt else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _resolved_text(t: TrialRecord) -> str:
+    """``AdamW (0.001429)``: what ``optimizer=auto`` (or the searched optimizer) trained with."""
+    resolved = resolved_optimizer(t)
+    return f"{resolved[0]} ({resolved[1]:.4g})" if resolved else ""
 
 
 def _short(value: Any) -> str:
