@@ -107,3 +107,18 @@ def test_trials_csv_and_results_show_the_resolved_optimizer(tmp_path):
         ("auto", "AdamW", "0.001429"), ("SGD", "SGD", "0.01")]
     table = format_table(experiment).splitlines()
     assert "optimizer (lr0)" in table[0] and table[1].split()[-2:] == ["AdamW", "(0.001429)"]
+
+
+def test_search_spaces_take_musgd_and_keep_the_auto_guard():
+    import pytest
+
+    from raytrain.config import ConfigError
+    from raytrain.tuning.space import load_space
+
+    assert "MuSGD" in load_space("search_spaces/detect.yaml").space["optimizer"].values
+    lr0 = {"type": "loguniform", "low": 1e-3, "high": 1e-2}
+    load_space({"train": {"data": "shapes"}, "space": {"optimizer": ["SGD", "musgd"], "lr0": lr0}})
+    with pytest.raises(ConfigError, match="optimizer=auto chooses lr0 and momentum itself"):
+        load_space({"train": {"data": "shapes"}, "space": {"optimizer": ["auto", "MuSGD"], "lr0": lr0}})
+    with pytest.raises(ConfigError, match=r"space.optimizer.values\[1\]: optimizer='MuSDG' .* Did you mean MuSGD\?"):
+        load_space({"train": {"data": "shapes"}, "space": {"optimizer": ["SGD", "MuSDG"]}})
