@@ -9,6 +9,7 @@ ASHA spending at most 35 % of the epochs with a best metric within 2 % of the no
 
     python bench/tune_efficiency.py                                  # the quickstart space, 8 sampled configs
     python bench/tune_efficiency.py search_spaces/detect.yaml --samples 32 address=auto data=coco.yaml
+    python bench/tune_efficiency.py --samples 15 --no-stopping-only  # then bench/asha_replay.py on its experiment
 
 Extra ``key=value`` arguments are overrides, as for ``raytrain tune``. Results: ``runs/bench/tune_efficiency.json``.
 ``--baseline OLD.json`` reuses the no-stopping run of an earlier report (after checking that its trials ran only
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench/tune_efficiency.json")
     parser.add_argument("--baseline", type=Path, help="reuse the no-stopping run of this earlier report")
+    parser.add_argument("--no-stopping-only", action="store_true",
+                        help="run only the no-stopping arm (then replay ASHA on it with bench/asha_replay.py)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, as for raytrain tune")
     args = parser.parse_args()
     if "=" in args.space:  # only overrides were given: argparse filled the optional space with the first one
@@ -135,6 +138,9 @@ def main() -> None:
                 full = merge(full, run_one(args.space, "full", missing, {**overrides, "scheduler": "none"}))
         else:
             full = run_one(args.space, "full", configs, {**overrides, "scheduler": "none"})
+        if args.no_stopping_only:
+            print(f"no stopping: {full}\nReplay ASHA on it: python bench/asha_replay.py {full['experiment']}")
+            return
         asha = run_one(args.space, "asha", configs, {**overrides, "scheduler": "asha"})
     finally:
         ray.shutdown()
