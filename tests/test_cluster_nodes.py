@@ -181,3 +181,17 @@ def test_usage_stats_are_off_for_a_local_ray_unless_the_user_chose(tmp_path, mon
     monkeypatch.setenv(compat.USAGE_STATS_ENV, "1")
     local.init_ray("local")
     assert seen == ["0", None, "1"]
+
+
+def test_raytrain_tune_with_gpu_true_on_a_machine_without_gpus_stops_before_ray_starts(no_ray, tmp_path, capsys):
+    import torch
+
+    from raytrain import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space(tmp_path)))
+    assert cli.main(["tune", str(path), "gpu=true"]) == 2  # no_ray: Ray must not start
+    err = capsys.readouterr().err
+    assert "resources.gpu asks for GPUs, but this machine has none and cannot add any" in err

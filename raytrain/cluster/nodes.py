@@ -162,7 +162,8 @@ def shape_from_nodes(nodes: Sequence[Mapping[str, Any]]) -> ClusterShape:
             groups[key] = groups.get(key, 0) + 1
     node_types = tuple(NodeType(f"{count} node(s) of this kind" if count > 1 else "a node", dict(key), count)
                        for key, count in groups.items())
-    return ClusterShape(node_types, source="the cluster's nodes (no autoscaler found)")
+    return ClusterShape(node_types, source="the cluster's nodes (no autoscaler config on this machine: run the command "
+                                           "on the head, e.g. with ray job submit, to plan from node types)")
 
 
 def read_cluster_shape() -> ClusterShape:
