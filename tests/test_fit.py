@@ -144,7 +144,7 @@ def test_resume_plan_reuses_run_and_checks_epochs(tmp_path):
         prepare_run(make_config({"project": str(tmp_path), "resume": str(first.save_dir), "lr0": 0.1}),
                     gpus_available=0)
     same = prepare_run(make_config({"project": str(tmp_path), "resume": str(first.save_dir), "lr0": 0.02,
-                                    "epochs": 6, "data": args.data}), gpus_available=0)
+                                    "epochs": 6, "data": "SHAPES"}), gpus_available=0)  # the run's dataset by name
     assert same.resumed and same.cfg.epochs == 6
     with pytest.raises(ConfigError, match="already trained 2/2 epochs"):
         prepare_run(make_config({"project": str(tmp_path), "resume": str(first.save_dir), "epochs": 2}),

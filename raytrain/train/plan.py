@@ -342,7 +342,7 @@ def refuse_dropped_keys(cfg: Config, run: Config) -> None:
         if key in (*RESUME_OVERRIDES, "resume", "project"):
             continue
         given = getattr(cfg, key)
-        if given == getattr(defaults, key) or _same_value(given, getattr(run, key)):
+        if given == getattr(defaults, key) or _same_value(key, given, getattr(run, key)):
             continue
         raise ConfigError(f"resume: {key}={given} is not applied to a resumed run, which continues with its own "
                           f"args.yaml ({key}={getattr(run, key)}). Resume without it, or start a new run "
@@ -350,12 +350,22 @@ def refuse_dropped_keys(cfg: Config, run: Config) -> None:
                           f"{', '.join(RESUME_OVERRIDES)}.")
 
 
-def _same_value(given: Any, run_value: Any) -> bool:
-    """Equal, or two spellings of one file (the run's args.yaml holds absolute paths)."""
+def _same_value(key: str, given: Any, run_value: Any) -> bool:
+    """Equal, or two spellings of one file (the run's args.yaml holds absolute paths; ``data=coco8.yaml`` is the
+    run's ``<datasets>/coco8/data.yaml``: the dataset is on disk already, so resolving it downloads nothing)."""
     if given == run_value:
         return True
-    if isinstance(given, str) and isinstance(run_value, str) and given and run_value:
-        return Path(given).expanduser().resolve() == Path(run_value).expanduser().resolve()
+    if not (isinstance(given, str) and isinstance(run_value, str) and given and run_value):
+        return False
+    if Path(given).expanduser().resolve() == Path(run_value).expanduser().resolve():
+        return True
+    if key == "data" and Path(run_value).is_file():
+        from raytrain.data import DatasetError, resolve_data
+
+        try:
+            return resolve_data(given).yaml_file == Path(run_value).resolve()
+        except DatasetError:
+            return False
     return False
 
 
