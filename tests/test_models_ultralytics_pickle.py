@@ -83,6 +83,10 @@ def test_state_setting_and_storages_are_restricted(tmp_path):
             b"ccollections\nOrderedDict\n)RtR.")
     with pytest.raises(UnsafePickleError, match="rebuilt from a str"):
         unpickle_torch_archive(_torch_zip(tmp_path / "fake.pt", fake))
+    # A broadcast view (stride 0): 4 stored bytes that would become 4 GB when converted. Refused.
+    torch.save({"model": torch.zeros(1).expand(10**9)}, tmp_path / "expanded.pt")
+    with pytest.raises(UnsafePickleError, match="1000000000 elements is rebuilt over 1 stored"):
+        unpickle_torch_archive(tmp_path / "expanded.pt")
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError, match="not a torch zip archive"):

@@ -19,6 +19,7 @@ The unpickler is Python's own pure-Python one with ``BUILD`` (state setting) res
 from __future__ import annotations
 
 import collections
+import math
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
@@ -117,6 +118,9 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
     _checked_tensor_args(storage, storage_offset, size, stride, backward_hooks)
     if metadata:  # conj/neg bits: never in a model's weights
         raise UnsafePickleError(f"a tensor carries metadata {sorted(map(str, metadata))}")
+    elements, available = math.prod(size), storage._size() - storage_offset  # _size: .size() without a warning
+    if elements > max(available, 0):  # a stride-0 view: a few bytes that become gigabytes when converted to float
+        raise UnsafePickleError(f"a tensor of {elements} elements is rebuilt over {available} stored ones")
     # torch checks the geometry against the storage size (set_), so no read goes past the file's bytes.
     return torch._utils._rebuild_tensor_v2(storage, storage_offset, tuple(size), tuple(stride), bool(requires_grad),
                                            collections.OrderedDict())
