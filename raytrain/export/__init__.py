@@ -7,3 +7,14 @@ exported: decoding, the NMS-free top-k or embedded NMS), ``writers`` (one export
 ``api`` (``raytrain export``), ``benchmark``. The exporters and runtimes are the ``export`` extra, imported only
 when used.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def latency_runner(net: Any, x: Any, *, runtime: str, threads: int) -> Any:
+    """:func:`raytrain.export.timing.latency_runner`, imported when called (nothing is imported with the package)."""
+    from raytrain.export.timing import latency_runner as run
+
+    return run(net, x, runtime=runtime, threads=threads)

@@ -142,14 +142,17 @@ def check_input(meta: ExportMeta) -> torch.Tensor:
     return torch.rand(batch, 3, *meta.imgsz, generator=torch.Generator().manual_seed(0))
 
 
-def export(model: str | Path, **args: Any) -> ExportResult:
-    """Export a checkpoint (see :data:`ARGS` for the arguments); returns the written path and the check's result."""
+def export(model: str | Path, *, out_dir: str | Path | None = None, **args: Any) -> ExportResult:
+    """Export a checkpoint (see :data:`ARGS` for the arguments) beside it, or into ``out_dir``; returns the written
+    path and the check's result."""
     from raytrain.export.runners import load_exported
     from raytrain.export.writers import WRITERS
     from raytrain.models.checkpoint import model_from_checkpoint
 
     values = parse_args({**args, "model": str(model)})
     ckpt, meta, path = plan_export(values)
+    if out_dir is not None:
+        path = Path(out_dir).expanduser().resolve() / path.name
     device = _device(values["device"], meta.half, meta.format)
     settings = {"max_det": meta.max_det, "conf": meta.conf or 0.25, "iou": meta.iou or 0.7,
                 "candidates": meta.candidates or NMS_CANDIDATES}
@@ -169,7 +172,8 @@ def export(model: str | Path, **args: Any) -> ExportResult:
     return ExportResult(path, meta, compare(got, want, meta), tuple(images.shape))
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder (OpenVINO's .xml + .bin)."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
@@ -178,7 +182,7 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     if "model" not in args and positional:
         args = {**args, "model": positional[0]}
     result = export(args.pop("model", ""), **args)
-    size = _size(result.path) / 1e6
+    size = file_size(result.path) / 1e6
     print(f"{result.meta.format}: {result.path} ({size:.1f} MB), output {result.meta.describe()}; run once on a "
           f"fixed {'x'.join(map(str, result.check_shape))} input and compared with PyTorch: {result.check.describe()}")
     return 0 if result.check.ok else 1

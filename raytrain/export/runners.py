@@ -135,12 +135,12 @@ class TorchScriptModel(ExportedModel):
 
     def __init__(self, path: Path, meta: ExportMeta, module: torch.jit.ScriptModule, *, device: str = "cpu") -> None:
         super().__init__(path, meta)
-        self.module, self.device = module.eval(), torch.device(device)
+        self.script, self.device = module.eval(), torch.device(device)  # not "module": DDP unwrapping looks for it
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         dtype = torch.float16 if self.meta.half else torch.float32
         with torch.no_grad():
-            return self.module(images.to(self.device, dtype)).float().cpu()
+            return self.script(images.to(self.device, dtype)).float().cpu()
 
 
 def _openvino_xml(path: Path) -> Path:
