@@ -108,6 +108,13 @@ def fail_with_config_error(state):
     raise ConfigError(f"data={state.save_dir}/gone.yaml: file not found (injected).")
 
 
+def fail_before_the_first_step(state):
+    """A deterministic error of another kind before any optimizer step (as a broken set-up would raise)."""
+    with (state.save_dir / "starts.jsonl").open("a") as f:
+        f.write(json.dumps({"epoch": state.epoch}) + "\n")
+    raise RuntimeError("element 0 of tensors does not require grad (injected)")
+
+
 @pytest.mark.ray
 def test_deterministic_worker_errors_end_the_run_without_retries(ray_local, by_value, tmp_path):
     # 1 worker, mid-run: the callback's ConfigError ends the run after one attempt, although max_failures=2.
@@ -116,6 +123,13 @@ def test_deterministic_worker_errors_end_the_run_without_retries(ray_local, by_v
                      callbacks={"on_train_start": fail_with_config_error})
     assert len(str(error.value).splitlines()) == 1
     assert len((tmp_path / "once" / "starts.jsonl").read_text().splitlines()) == 1  # no restart
+    # 1 worker, any exception before the first optimizer step: every attempt would meet it, so one attempt only.
+    with pytest.raises(ConfigError, match=r"RuntimeError before the first optimizer step: element 0 of tensors does "
+                                          r"not require grad \(injected\) \(not retried") as error:
+        raytrain.fit(**TINY, epochs=2, batch=4, max_failures=2, project=str(tmp_path), name="first_step",
+                     callbacks={"on_train_start": fail_before_the_first_step})
+    assert len(str(error.value).splitlines()) == 1
+    assert len((tmp_path / "first_step" / "starts.jsonl").read_text().splitlines()) == 1  # no restart
     # 2 workers, at setup: the dataset was deleted between the driver's check and the run.
     data = tmp_path / "data"
     from raytrain.data import resolve_data

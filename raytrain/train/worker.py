@@ -49,11 +49,13 @@ def worker_config(plan: Any, driver_node: str | None = None) -> dict[str, Any]:
 def train_worker(config: dict[str, Any]) -> None:
     """The per-worker function Ray Train runs (``config`` from :func:`worker_config`).
 
-    An error no retry can fix (:class:`~raytrain.config.ConfigError`: a config, dataset or checkpoint problem, e.g. a
-    file deleted since the driver checked it, a node without the dataset's mount) ends the run at once: every rank
-    reports only :data:`raytrain.keys.FATAL_ERROR` with its one-line message and returns, so Ray does not restart
-    the workers for it (:class:`RecordFatalError` hands the message to the driver). Any other error is a fault: Ray
-    restarts the workers from the last checkpoint, up to ``max_failures``.
+    An error no retry can fix ends the run at once: every rank reports only :data:`raytrain.keys.FATAL_ERROR` with
+    its one-line message and returns, so Ray does not restart the workers for it (:class:`RecordFatalError` hands
+    the message to the driver). Such errors are a :class:`~raytrain.config.ConfigError` (a config, dataset or
+    checkpoint problem, e.g. a file deleted since the driver checked it, a node without the dataset's mount), any
+    exception while a rank sets up, and, for one worker, any exception before the run's first optimizer step (see
+    :func:`no_retry_message`). Any other error is a fault: Ray restarts the workers from the last checkpoint, up to
+    ``max_failures``.
     """
     import ray.train
     import ray.train.torch
@@ -71,6 +73,8 @@ def train_worker(config: dict[str, Any]) -> None:
         w, state = _setup(config, rank, world)
     except ConfigError as e:
         error = str(e)
+    except Exception as e:  # set-up is deterministic: a restart would fail the same way
+        error = no_retry_message(e, "while setting up")
     error = first_message(error)  # every rank: if one cannot start, none trains
     if error is not None:
         _report_fatal(error)
@@ -86,9 +90,22 @@ def train_worker(config: dict[str, Any]) -> None:
         if world > 1:  # the ranks are out of step: a restart meets the same error at setup, and ends there
             raise
         _report_fatal(str(e))
+    except Exception as e:
+        if world > 1 or w.ema.updates > 0:  # after a step, or across ranks: a fault Ray may recover from
+            raise
+        _report_fatal(no_retry_message(e, "before the first optimizer step"))
     finally:
         if trackers is not None:
             trackers.finish()
+
+
+def no_retry_message(error: Exception, when: str) -> str:
+    """The one line for an exception no retry can fix: one raised while a rank sets up, or before a fresh run's first
+    optimizer step (the same config, data and weights would raise it again at every attempt). The traceback goes to
+    the worker's log."""
+    LOGGER.error("%s %s (not retried: every attempt would meet it)", type(error).__name__, when, exc_info=error)
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__} {when}: {text[:400]} (not retried: every attempt would meet it)"
 
 
 def _setup(config: dict[str, Any], rank: int, world: int) -> tuple[Any, Any]:

@@ -191,6 +191,7 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
     from raytrain.engine.state import initial_state
     from raytrain.engine.train import make_worker
     from raytrain.tracking import open_loggers
+    from raytrain.train.worker import no_retry_message
 
     trackers = w = None
     try:
@@ -209,6 +210,9 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
         except ConfigError as e:
             _record_fatal(plan.save_dir, str(e), metric)
             return
+        except Exception as e:  # set-up is deterministic: a retry would fail the same way
+            _record_fatal(plan.save_dir, no_retry_message(e, "while setting up"), metric)
+            return
         trackers = open_loggers(plan.cfg.loggers, plan.tracking, plan.cfg.to_dict(), done_epochs=state.epoch)
         if report.measured:  # the model's latency and size, measured before training: the trial's summary
             trackers.log_summary(dict(report.measured))
@@ -216,6 +220,10 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
             run_epochs(w, state, report, trackers=trackers)
         except ConfigError as e:
             _record_fatal(plan.save_dir, str(e), metric)
+        except Exception as e:
+            if w.ema.updates > 0:  # after a step: a fault, Tune retries it from the last epoch
+                raise
+            _record_fatal(plan.save_dir, no_retry_message(e, "before the first optimizer step"), metric)
     finally:  # also when Tune stops the trial inside its report (SystemExit): the process serves the next trial
         if trackers is not None:
             trackers.finish()
