@@ -121,11 +121,14 @@ def main(positional: list[str], args: dict[str, Any]) -> int:
     if unfinished:  # interrupted (Ctrl-C): Tune saved its state
         print(f"{unfinished} trial(s) unfinished. Continue with: {resume_command(result.experiment_dir, space)}")
         return 130
-    if result.trials and all(t["end"] == "error" for t in result.trials):
+    failed = [t for t in result.trials if t["end"] == "error"]
+    if failed:  # a search with failed trials is not a success: say so last, and exit non-zero
         from raytrain.tuning.report import TRIALS_CSV
 
-        print(f"Every trial ended in error; each one's reason is in the error column of "
-              f"{result.experiment_dir / TRIALS_CSV}.", file=sys.stderr)
+        count = "Every trial" if len(failed) == len(result.trials) else f"{len(failed)} of {len(result.trials)} trials"
+        first = next((str(t["error"]) for t in failed if t.get("error")), "")
+        print(f"{count} ended in error{f' (first: {first})' if first else ''}; each one's reason is in the error "
+              f"column of {result.experiment_dir / TRIALS_CSV}.", file=sys.stderr)
         return 1
     return 0
 
