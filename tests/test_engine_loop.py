@@ -47,7 +47,7 @@ class Sink:
 
 def test_patience_stops_and_best_and_last_are_chosen_by_fitness(tiny_data, tmp_path, monkeypatch):
     fitness = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2; patience 2 stops after epoch 4
-    monkeypatch.setattr(loop, "epoch_fitness", lambda metrics, key: next(fitness))
+    monkeypatch.setattr(loop, "epoch_fitness", lambda metrics, key, weights=None: next(fitness))
     w = worker(tiny_data, tmp_path / "run", epochs=10, patience=2)
     sink = Sink(tmp_path)
     state = run_epochs(w, initial_state(w), sink)
