@@ -107,17 +107,19 @@ class Experiment:
         return list(self.space.get("space", {}))
 
     def ranked(self) -> list[TrialRecord]:
-        """Trials ordered best first by their best metric; trials without a result last."""
+        """Trials ordered best first by their best metric; infeasible trials (never trained: their accuracy is a
+        stand-in) after those, trials without a result last."""
         sign = -1.0 if self.mode == "max" else 1.0
 
         def key(t: TrialRecord) -> tuple[int, float]:
             value, _ = t.best(self.metric, self.mode)
-            return (1, 0.0) if value is None else (0, sign * value)
+            return (2, 0.0) if value is None else (int(t.end == "infeasible"), sign * value)
 
         return sorted(self.trials, key=key)
 
     def best_trial(self) -> TrialRecord | None:
-        ranked = self.ranked()
+        """The best trial that trained (an infeasible one never is)."""
+        ranked = [t for t in self.ranked() if t.end != "infeasible"]
         return ranked[0] if ranked and ranked[0].best(self.metric, self.mode)[0] is not None else None
 
 
