@@ -123,3 +123,29 @@ def test_the_study_on_disk_reads_back_with_optuna(tmp_path):
     assert done[1].constraints["latency_ms"] == 5.0  # 15 ms: 5 over
     assert [t.number for t in study.best_trials] == [done[0].number]
     assert Path(exp_dir / STUDY_FILE).is_file()
+
+
+def test_resume_keeps_the_study_and_the_searcher_pickles(tmp_path):
+    """Tune pickles the searcher (cloudpickle with the Tuner, plain pickle at each checkpoint; NSGA-II included) and
+    a resumed experiment reopens the same journal; a fresh one (exist_ok) starts a new study."""
+    pytest.importorskip("ray.tune.search.optuna")
+    import dataclasses
+
+    import ray.cloudpickle
+
+    from raytrain.tuning.search import make_search
+
+    spec = load_space(space(tmp_path, **DEPLOY, sampler="nsga2", num_samples=8))
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    search = make_search(spec, exp_dir)
+    search.suggest("t1")
+    search.on_trial_complete("t1", {"epoch": 1, "fitness": 0.2, "latency_ms": 3.0, "params": 3e6})
+    ray.cloudpickle.dumps(search)
+    search.save(str(tmp_path / "searcher.pkl"))
+    resumed = make_search(dataclasses.replace(spec, resume=True), exp_dir)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    assert [t.values for t in resumed._ot_study.trials] == [[0.2, 3.0]]
+    assert resumed.suggest("t2") is not None and len(resumed._ot_study.trials) == 2
+    fresh = make_search(spec, exp_dir)  # not a resume: the old journal is gone
+    assert fresh._ot_study.trials == []
