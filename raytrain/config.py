@@ -8,6 +8,7 @@ what is allowed, all before any compute starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -153,8 +154,16 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def replace(self, **overrides: Any) -> Config:
-        """A validated copy with ``overrides`` parsed like ``key=value`` arguments."""
-        return make_config(self.to_dict(), overrides)
+        """A validated copy with ``overrides`` parsed like ``key=value`` arguments: ``dataclasses.replace`` (the
+        other fields are carried as they are, already typed and checked) and one validation."""
+        for key in overrides:
+            if key not in FIELDS:
+                raise unknown_key_error(key, FIELDS, "")
+        typed = {key: coerce_value(key, _parse_for(key, v), _HINTS[key]) for key, v in overrides.items()}
+        # Lists and mappings (loggers, freeze, fitness_weights) are copied: the two configs must not share them.
+        owned = {f: copy.deepcopy(getattr(self, f)) for f in FIELDS
+                 if f not in typed and isinstance(getattr(self, f), (list, dict))}
+        return dataclasses.replace(self, **owned, **typed)
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as YAML (``args.yaml``); :func:`load_config` reads it back unchanged."""
