@@ -149,3 +149,28 @@ def test_resume_keeps_the_study_and_the_searcher_pickles(tmp_path):
     assert resumed.suggest("t2") is not None and len(resumed._ot_study.trials) == 2
     fresh = make_search(spec, exp_dir)  # not a resume: the old journal is gone
     assert fresh._ot_study.trials == []
+
+
+def test_one_objective_samples_exactly_as_before(tmp_path):
+    """The study on disk and TrialSearch change nothing for one objective: the quickstart space, fed the same results,
+    gets the same trials as Ray's plain in-memory OptunaSearch with the same seeded TPE (the sampler before)."""
+    pytest.importorskip("ray.tune.search.optuna")
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raytrain.tuning.search import make_search
+
+    spec = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml",
+                      {"project": str(tmp_path), "num_samples": 8})
+    before = OptunaSearch(space=spec.sample_space, metric=spec.metric, mode=spec.mode,
+                          sampler=optuna.samplers.TPESampler(seed=spec.search_seed,
+                                                             n_startup_trials=spec.n_startup_trials),
+                          points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None)
+    (tmp_path / "exp").mkdir()
+    now = make_search(spec, tmp_path / "exp")
+    for i in range(8):
+        a, b = before.suggest(f"t{i}"), now.suggest(f"t{i}")
+        assert a == b, i
+        result = {"epoch": 1, "fitness": (i * 7 % 5) / 10, "training_iteration": 1}
+        before.on_trial_complete(f"t{i}", result)
+        now.on_trial_complete(f"t{i}", result)
