@@ -61,6 +61,7 @@ def test_max_placeable_counts_node_types_and_the_cluster_cap():
     capped = ClusterShape(GPU_CLUSTER.node_types + (NodeType("big", {"CPU": 48, "GPU": 4}, 4),), can_grow=True,
                           max_nodes=5)
     assert max_placeable(capped, one_gpu) == 4 * 4 + 1 * 1  # 5 nodes: the 4-GPU type first, then one 1-GPU node
+    assert max_gpus(capped) == 17  # the GPUs the autoscaler can reach under its cap of 5 nodes, not 4 * 4 + 8
     unlimited = ClusterShape((NodeType("gpu", one_gpu, None),), can_grow=True)
     assert max_placeable(unlimited, one_gpu) is None and max_gpus(unlimited) > 10**5
     assert max_gpus(GPU_CLUSTER) == 8 and max_gpus(ClusterShape.fixed({"CPU": 2})) == 0

@@ -108,9 +108,9 @@ def max_placeable(shape: ClusterShape, request: Mapping[str, float]) -> int | No
 
 
 def max_gpus(shape: ClusterShape) -> int:
-    """The GPUs the cluster has, or can add (an unlimited type counts as a large number)."""
-    gpus = shape.totals.get("GPU", 0.0)
-    return 1_000_000 if math.isinf(gpus) else int(gpus + EPS)
+    """The whole GPUs the cluster has, or can add within its node caps (a type without a limit: a large number)."""
+    gpus = max_placeable(shape, {"GPU": 1.0})
+    return 1_000_000 if gpus is None else gpus
 
 
 def format_resources(resources: Mapping[str, float]) -> str:
