@@ -14,6 +14,7 @@ from typing import Any
 from raytrain.tuning.analysis import Importance, finished_trials, quiet_optuna, top_params
 from raytrain.tuning.experiment import Experiment
 from raytrain.tuning.lineage import SCHEDULE_PLOT, is_pbt, plot_schedules
+from raytrain.tuning.pareto import PARETO_PLOT  # several objectives: drawn by raytrain.tuning.pareto.plot_pareto
 
 CURVES_PLOT = "trials_metric.png"
 HISTORY_PLOT = "optimization_history.png"
@@ -126,5 +127,5 @@ def _plot_curves(exp: Experiment, plt: Any) -> Any:
     return fig
 
 
-__all__ = ["CURVES_PLOT", "HISTORY_PLOT", "IMPORTANCE_PLOT", "PARALLEL_PLOT", "PLOTS", "SLICE_PLOT",
+__all__ = ["CURVES_PLOT", "HISTORY_PLOT", "IMPORTANCE_PLOT", "PARALLEL_PLOT", "PARETO_PLOT", "PLOTS", "SLICE_PLOT",
            "plot_experiment"]
