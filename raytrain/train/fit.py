@@ -55,7 +55,7 @@ def fit(cfg: Config | None = None, *, callbacks: dict[str, list[Callable]] | Non
 
     from raytrain.engine.callbacks import check_callbacks
 
-    cfg = make_config(cfg.to_dict() if cfg is not None else {}, overrides, where=["cfg", "overrides"])
+    cfg = cfg.replace(**overrides) if cfg is not None else make_config(overrides, where=["overrides"])
     checked = check_callbacks(callbacks)
     if ray.is_initialized():
         return run(prepare_run(cfg, callbacks=checked))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raytrain.config import ConfigError, make_config
+from raytrain.config import ConfigError
 from raytrain.engine.loop import EpochReport, run_epochs
 from raytrain.engine.state import initial_state
 from raytrain.engine.train import first_message, make_worker
@@ -25,13 +25,14 @@ LOGGER = logging.getLogger("raytrain")
 
 
 def worker_config(plan: Any, driver_node: str | None = None) -> dict[str, Any]:
-    """What every worker receives (``train_loop_config``): plain, picklable data from the driver's plan.
+    """What every worker receives (``train_loop_config``): the driver's resolved plan, picklable, carried as it is
+    (the Config is not turned into a dict and parsed again on the worker).
     ``driver_node``: the Ray node that keeps the run folder (default: this one, where Ray puts the Train controller;
     a tune trial names the experiment driver's)."""
     from raytrain.cluster.sync import current_node_id
 
     return {
-        "cfg": plan.cfg.to_dict(),
+        "cfg": plan.cfg,
         "data": plan.data,
         "save_dir": str(plan.save_dir),
         "accelerator": plan.devices.accelerator,
@@ -113,7 +114,7 @@ def _setup(config: dict[str, Any], rank: int, world: int) -> tuple[Any, Any]:
     ``resume=last.pt``, else new)."""
     import ray.train
 
-    cfg = make_config(config["cfg"])
+    cfg = config["cfg"]
     device = _worker_device(config["accelerator"])
     spec = dataset_on_this_node(cfg.data, config["data"])
     w = make_worker(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
