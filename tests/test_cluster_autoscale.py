@@ -4,8 +4,8 @@ Ray's fake multi-node provider (``ray.autoscaler._private.fake_multi_node``) run
 ``ray up`` does) on an autoscaling config, and starts each node it adds as Ray processes on this machine. This
 machine has no GPU, so a custom resource, ``fake_gpu``, stands in for it: the worker node type offers
 ``{CPU: 1, fake_gpu: 1}`` like cluster.yaml's ``ray.worker.gpu`` offers ``{CPU: 4, GPU: 1}``, the head offers none,
-and every trial worker asks for one (``resources.custom``), so no trial can start before the autoscaler has added
-a node for it.
+and every trial worker asks for one (``resources.worker_resources``), so no trial can start before the autoscaler
+has added a node for it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SPACE = """\
 name: grow
 train: {{data: shapes, model: yolov8n, imgsz: 64, batch: 4, workers: 0, fraction: 0.05, mosaic: 0.0,
         close_mosaic: 0, warmup_epochs: 0, epochs: 1, optimizer: SGD, plots: false, val: false, device: cpu}}
-resources: {{workers: 1, gpu: false, cpus_per_worker: 1, custom: {{fake_gpu: {fake_gpu}}}}}
+resources: {{workers: 1, gpu: false, cpus_per_worker: 1, worker_resources: {{fake_gpu: {fake_gpu}}}}}
 space:
   lr0: {{type: loguniform, low: 0.001, high: 0.01}}
 metric: train/box_loss

@@ -113,7 +113,7 @@ def test_trials_are_sized_by_node_types_while_no_gpu_node_runs(tmp_path):
     too_big = load_space(space(tmp_path, resources={"workers": 2, "gpu": True, "cpus_per_worker": 8}))
     with pytest.raises(ConfigError, match=r"resources: one training worker needs \{CPU: 8, GPU: 1\}.*gpu offers"):
         concurrency_cap(too_big, GPU_CLUSTER)
-    custom = load_space(space(tmp_path, resources={"gpu": False, "custom": {"fake_gpu": 1}}))
+    custom = load_space(space(tmp_path, resources={"gpu": False, "worker_resources": {"fake_gpu": 1}}))
     assert build_job(custom, tmp_path / "e", str(tmp_path), dict(custom.train),
                      ClusterShape.fixed({"CPU": 4, "fake_gpu": 1})).resources == {"CPU": 1.0, "fake_gpu": 1.0}
 

@@ -45,7 +45,7 @@ SETTINGS = (
     *PBT_SETTINGS, *objectives.OBJECTIVE_SETTINGS,
 )
 SECTIONS = ("train", "space", "resources")
-RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker", "custom")
+RESOURCE_KEYS = ("workers", "gpu", "cpus_per_worker", "worker_resources")
 # key=value overrides that are not Config fields: ``raytrain tune`` accepts them besides every Config key (the CLI
 # reads this list; points_to_evaluate is a list of mappings, which key=value cannot spell).
 CLI_KEYS = tuple(k for k in (*SETTINGS, "gpu") if k not in FIELDS and k != "points_to_evaluate")
@@ -195,8 +195,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str)
 
 
 def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``resources:`` (workers, gpu, cpus_per_worker, custom per trial) as the Config fields that mean the same
-    (``custom``: other Ray resources per worker, fit's ``worker_resources``)."""
+    """``resources:`` (workers, gpu, cpus_per_worker, worker_resources per trial) as the Config fields that mean the
+    same (``worker_resources``: other Ray resources per worker, memory or custom ones)."""
     out: dict[str, Any] = {}
     for key in resources:
         if key not in RESOURCE_KEYS:
@@ -205,8 +205,8 @@ def _resources_to_train(resources: Mapping[str, Any], where: str) -> dict[str, A
         out["num_workers"] = resources["workers"]
     if "cpus_per_worker" in resources:
         out["cpus_per_worker"] = resources["cpus_per_worker"]
-    if "custom" in resources:
-        out["worker_resources"] = resources["custom"]
+    if "worker_resources" in resources:
+        out["worker_resources"] = resources["worker_resources"]
     if "gpu" in resources:
         out.update(_gpu_resources(resources["gpu"], int(resources.get("workers") or 1), where))
     return out
