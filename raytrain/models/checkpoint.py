@@ -121,7 +121,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 # What to do instead, per argument that names a checkpoint (the end of every inspect_checkpoint message).
 WHAT_TO_DO = {
-    "model": "use a raytrain checkpoint (from raytrain fit or raytrain convert) or a scale such as model=yolov8n",
+    "model": "use a raytrain checkpoint (from raytrain fit or raytrain convert), a name such as model=yolov8n "
+             "(random init) or Ultralytics' weights by name (model=yolov8n.pt)",
     "pretrained": "use a raytrain checkpoint (from raytrain fit or raytrain convert), or pretrained=False",
     "resume": "use a run's weights/last.pt (or an earlier weights/epochN.pt), or resume=True for the newest run",
 }
