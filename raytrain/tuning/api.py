@@ -83,10 +83,10 @@ def tune(space: str | Path | Mapping[str, Any], *, start_ray: bool = False, **ov
 
         train = resolve_train_args(spec, gpus_available=torch.cuda.device_count())
         from raytrain.cluster.nodes import ClusterShape
-        from raytrain.tuning.capacity import concurrency_cap
+        from raytrain.tuning.capacity import trials_at_most
         from raytrain.tuning.dryrun import local_resources
 
-        concurrency_cap(spec, ClusterShape.fixed(local_resources(), "this machine"))  # GPUs asked for, a worker too big
+        trials_at_most(spec, ClusterShape.fixed(local_resources(), "this machine"))  # GPUs asked for, a worker too big
     init_ray(address)
     try:
         return _result(run_experiment(spec, train, overrides=overrides), spec)

@@ -77,12 +77,15 @@ def trial_footprint(cfg: Config, cluster: ClusterShape | Mapping[str, float]) ->
     return TrialFootprint(devices.num_workers, "cuda" if gpu else "cpu", worker)
 
 
-def concurrency_cap(spec: TuneSpec, cluster: ClusterShape | Mapping[str, float]) -> int:
-    """How many trials the cluster can train at once (``max_concurrent_trials`` may set it).
+def trials_at_most(spec: TuneSpec, cluster: ClusterShape | Mapping[str, float]) -> int:
+    """How many trials the cluster can train at once, at its largest (no setting applied).
 
-    Every training worker must fit one node type (else: a ConfigError naming each type and what it offers); the cap
-    is the workers the cluster holds at its largest, whole nodes counted, divided by the workers per trial; on a
-    cluster whose node types have no limit, ``num_samples``.
+    Every training worker must fit one node type; the count is the workers the cluster holds, whole nodes counted,
+    divided by the workers per trial; on a cluster whose node types have no limit, ``num_samples``.
+
+    Raises:
+        ConfigError: a worker that fits no node type (naming each type and what it offers), GPUs asked for where
+            none can come, or a cluster that cannot hold one trial's workers at once.
     """
     shape = as_shape(cluster)
     try:
@@ -97,6 +100,14 @@ def concurrency_cap(spec: TuneSpec, cluster: ClusterShape | Mapping[str, float])
         raise ConfigError(f"{spec.source}: resources: one trial needs {what} for its {footprint.workers} training "
                           f"workers of {format_resources(footprint.worker)}, but {shape.source} holds {placeable} such "
                           f"worker(s) at once: lower resources.workers / cpus_per_worker, or set gpu: false.")
+    return fits
+
+
+def concurrency_cap(spec: TuneSpec, cluster: ClusterShape | Mapping[str, float]) -> int:
+    """How many trials run at once: :func:`trials_at_most`, or ``max_concurrent_trials`` when set (with a warning
+    when it is more than the cluster holds: the others wait for workers)."""
+    shape = as_shape(cluster)
+    fits = trials_at_most(spec, shape)
     if spec.max_concurrent_trials:
         if spec.max_concurrent_trials > fits:
             LOGGER.warning("max_concurrent_trials=%d but the cluster holds %d trial(s) at once: the others wait for "
@@ -108,4 +119,4 @@ def concurrency_cap(spec: TuneSpec, cluster: ClusterShape | Mapping[str, float])
     return fits
 
 
-__all__ = ["TrialFootprint", "as_shape", "concurrency_cap", "trial_footprint", "wants_gpus"]
+__all__ = ["TrialFootprint", "as_shape", "concurrency_cap", "trial_footprint", "trials_at_most", "wants_gpus"]
