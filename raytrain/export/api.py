@@ -153,7 +153,8 @@ def export(model: str | Path, *, out_dir: str | Path | None = None, **args: Any)
     ckpt, meta, path = plan_export(values)
     if out_dir is not None:
         path = Path(out_dir).expanduser().resolve() / path.name
-    device = _device(values["device"], meta.half, meta.format)
+    # OpenVINO converts on the CPU (its float16 is a weight compression, not a CUDA model)
+    device = torch.device("cpu") if meta.format == "openvino" else _device(values["device"], meta.half, meta.format)
     settings = {"max_det": meta.max_det, "conf": meta.conf or 0.25, "iou": meta.iou or 0.7,
                 "candidates": meta.candidates or NMS_CANDIDATES}
     reference = ExportModel(model_from_checkpoint(ckpt).eval(), meta.output, **settings)
