@@ -122,3 +122,13 @@ def test_search_spaces_take_musgd_and_keep_the_auto_guard():
         load_space({"train": {"data": "shapes"}, "space": {"optimizer": ["auto", "MuSGD"], "lr0": lr0}})
     with pytest.raises(ConfigError, match=r"space.optimizer.values\[1\]: optimizer='MuSDG' .* Did you mean MuSGD\?"):
         load_space({"train": {"data": "shapes"}, "space": {"optimizer": ["SGD", "MuSDG"]}})
+
+
+def test_training_docs_table_lists_every_optimizer():
+    from pathlib import Path
+
+    from raytrain.optimizers import NAMES
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    table = text.split("### Optimizers", 1)[1].split("**`optimizer=auto`**", 1)[0]
+    assert [n for n in NAMES if f"`{n}`" not in table] == []
