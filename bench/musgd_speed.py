@@ -1,0 +1,144 @@
+"""What MuSGD costs next to SGD on the CPU: the optimizer step alone, and a whole training epoch.
+
+Step: each model at nc=80 with random gradients; SGD, raytrain's MuSGD and (when installed) Ultralytics 8.4.190's
+MuSGD take turns, ``--steps`` steps each; the median per step of process CPU time (what a shared machine's load
+inflates least: waiting for a core is not counted) and of wall time.
+
+Epoch: raytrain's epoch (``make_worker`` + ``train_one_epoch``, no Ray) on the built-in shapes dataset, batch 16 and
+nbs 64 (an optimizer step every 4 batches, Ultralytics' defaults), without warmup (the steady state: warmup steps
+more often); an SGD and a MuSGD worker alternate epochs, ``--epochs`` each, loader in-process (``workers=0``) so CPU
+time covers all the work. The first epoch of each pays for allocator warm-up and is dropped. Reported: median CPU and
+wall seconds per epoch and the MuSGD/SGD ratio.
+
+    python bench/musgd_speed.py [--archs yolo26n yolo26s] [--steps 10] [--epoch-arch yolo26n] [--epochs 3]
+                                [--imgsz 320] [--fraction 0.5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import common
+import torch
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) of one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _optimizers(arch: str) -> dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]]:
+    """One copy of the model per optimizer, each with every group's lr set as the schedule would (lr0 x scale)."""
+    from raytrain.engine.optim import build_optimizer, param_groups
+    from raytrain.models import build_model
+
+    model = build_model(arch, nc=80)
+    out = {}
+    for name in ("SGD", "MuSGD"):
+        copy_ = copy.deepcopy(model)
+        opt = build_optimizer(copy_, name, momentum=0.937, weight_decay=5e-4)
+        for g in opt.param_groups:
+            g["lr"] = 0.01 * g["lr_scale"]
+        out[name] = (copy_, opt)
+    try:
+        from ultralytics.optim import MuSGD as UltralyticsMuSGD
+    except ImportError:
+        return out
+    copy_ = copy.deepcopy(model)
+    groups = [{"params": g.params, "lr": 0.01 * g.lr_scale, "momentum": 0.937, "nesterov": True,
+               "weight_decay": 5e-4 if g.decay else 0.0, "use_muon": g.kind == "muon"}
+              for g in param_groups(copy_, muon=True)]
+    out["Ultralytics MuSGD"] = (copy_, UltralyticsMuSGD(groups, muon=0.2, sgd=1.0))
+    return out
+
+
+def bench_steps(arch: str, steps: int) -> None:
+    runs = _optimizers(arch)
+    for model, _ in runs.values():
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 0.01 if p.requires_grad else None
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(steps + 1):  # the first step of each creates its state: dropped
+        for name, (_, opt) in runs.items():
+            times[name].append(timed(opt.step))
+    for name, t in times.items():
+        cpu, wall = statistics.median(c for c, _ in t[1:]), statistics.median(w for _, w in t[1:])
+        print(f"  {arch:8s} step  {name:18s} cpu {cpu * 1e3:7.1f} ms  wall {wall * 1e3:7.1f} ms", flush=True)
+
+
+def bench_epochs(args: argparse.Namespace, project: Path) -> None:
+    from raytrain.config import make_config
+    from raytrain.data import resolve_data
+    from raytrain.engine.train import make_worker, train_one_epoch
+    from raytrain.train.plan import resolve_config
+
+    workers = {}
+    for name in ("SGD", "MuSGD"):
+        cfg = resolve_config(make_config({
+            "data": "shapes", "model": args.epoch_arch, "imgsz": args.imgsz, "batch": 16, "nbs": 64,
+            "fraction": args.fraction, "optimizer": name, "warmup_epochs": 0, "workers": 0, "device": "cpu",
+            "project": str(project), "name": name, "close_mosaic": 0, "plots": False, "val": False,
+            "cpus_per_worker": args.threads}), gpus_available=0)
+        workers[name] = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / name)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in workers}
+    steps = {name: 0 for name in workers}
+    for epoch in range(args.epochs + 1):
+        for name, w in workers.items():
+            w.train_loader.set_epoch(epoch + 1)
+            first = epoch * len(w.train_loader)
+
+            def run(w=w, first=first, epoch=epoch):
+                return train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=epoch,
+                                       schedule=w.schedule, ema=w.ema, scaler=w.scaler, iteration=first,
+                                       last_step=first - 1)
+
+            times[name].append(timed(run))
+            steps[name] = len(w.train_loader) // w.schedule.accumulate(first)
+            print(f"  epoch {epoch} {name:5s} cpu {times[name][-1][0]:7.1f} s  wall {times[name][-1][1]:7.1f} s  "
+                  f"(load {common.loadavg()})", flush=True)
+    med = {name: (statistics.median(c for c, _ in t[1:]), statistics.median(w for _, w in t[1:]))
+           for name, t in times.items()}
+    batches = len(workers["SGD"].train_loader)
+    print(f"\n{args.epoch_arch} epoch, imgsz {args.imgsz}, {batches} batches of 16, {steps['SGD']} optimizer steps, "
+          f"median of {args.epochs}:")
+    for name, (cpu, wall) in med.items():
+        print(f"  {name:5s} cpu {cpu:7.1f} s  wall {wall:7.1f} s")
+    print(f"  MuSGD / SGD: cpu {med['MuSGD'][0] / med['SGD'][0]:.3f}x  wall {med['MuSGD'][1] / med['SGD'][1]:.3f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["yolo26n", "yolo26s"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--epoch-arch", default="yolo26n")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--fraction", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a loaded machine OpenMP's spinning threads inflate CPU time)")
+    parser.add_argument("--skip-epochs", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import shlex
+    import sys
+
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {common.loadavg()}", flush=True)
+    for arch in args.archs:
+        bench_steps(arch, args.steps)
+    if not args.skip_epochs:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_epochs(args, Path(tmp))
+    print(f"load at the end: {common.loadavg()}")
+
+
+if __name__ == "__main__":
+    main()
