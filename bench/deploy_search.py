@@ -31,10 +31,11 @@ from common import loadavg
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "search_spaces" / "deploy.yaml"
+START = (("yolov8n", 128), ("yolo11n", 96), ("yolo26n", 128))  # --start: the first trials
 
 
 def run_arm(seed: int, sampler: str | None, overrides: dict[str, Any], project: Path,
-            shared: Path | None) -> dict[str, Any]:
+            shared: Path | None, start: bool = False) -> dict[str, Any]:
     """One search; its front, infeasible trials, epochs and hypervolume read back from the experiment folder.
     ``shared``: a ``measured.json`` to start from (updated with what this run measured)."""
     from raytrain.tuning.api import tune
@@ -43,7 +44,10 @@ def run_arm(seed: int, sampler: str | None, overrides: dict[str, Any], project: 
     from raytrain.tuning.pareto import constraints_of, hypervolume_2d, pareto_front, trial_points
 
     name = f"{sampler or 'default'}_s{seed}"
-    extra = {"sampler": sampler} if sampler else {}
+    extra: dict[str, Any] = {"sampler": sampler} if sampler else {}
+    if start:  # known-good recipes first, one per family (Ultralytics' SGD defaults, no mosaic on tiny images)
+        extra["points_to_evaluate"] = [{"model": m, "imgsz": size, "lr0": 0.01, "lrf": 0.01, "momentum": 0.937,
+                                        "mosaic": 0.0, "scale": 0.5} for m, size in START]
     if shared is not None and shared.is_file():  # one hardware profile for every run: the same latency per kind
         (project / name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared, project / name / MEASURED_FILE)
@@ -82,6 +86,8 @@ def main() -> None:
     parser.add_argument("--own-measurements", action="store_true",
                         help="let each run measure latency itself (default: every run reuses the first runs' "
                              "measured.json, so arms differ in their search only, not in latency noise)")
+    parser.add_argument("--start", action="store_true",
+                        help=f"run known-good recipes first ({', '.join(f'{m}@{s}' for m, s in START)})")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = parser.parse_args()
 
@@ -99,7 +105,8 @@ def main() -> None:
     try:
         for seed in args.seeds:
             for sampler in (None, "random") if args.random else (None,):
-                run = run_arm(seed, sampler, overrides, project, None if args.own_measurements else shared)
+                run = run_arm(seed, sampler, overrides, project, None if args.own_measurements else shared,
+                              start=args.start)
                 runs.append(run)
                 print(json.dumps(run, indent=1), flush=True)
     finally:

@@ -12,6 +12,7 @@ from raytrain.tuning.experiment import Experiment, TrialRecord
 from raytrain.tuning.pareto import (
     PARETO_CSV,
     dominates,
+    format_front,
     hypervolume_2d,
     pareto_front,
     parse_pick,
@@ -67,6 +68,9 @@ def test_front_of_a_hand_made_set(tmp_path):
     assert by_name["f"].epoch == 0 and not by_name["f"].feasible
     front = pareto_front(points, exp.objectives)
     assert [p.trial.name for p in front] == ["d", "b", "h", "a"]  # best fitness first
+    table = format_front(exp, front, points)
+    assert table.startswith("Pareto front (4 of 7 finished trials; 2 infeasible, 1 of them ended before training)")
+    assert table.splitlines()[2].split()[:3] == ["d", "0.55", "9"]
 
 
 def test_reports_plot_and_pick(tmp_path):

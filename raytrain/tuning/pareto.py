@@ -170,10 +170,12 @@ def format_front(exp: Experiment, front: Sequence[Point], points: Sequence[Point
                      *(_short(p.trial.params.get(k)) for k in params)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    infeasible = [p for p in points if not p.feasible]
-    ended = sum(p.trial.end == "infeasible" for p in infeasible)
-    return (f"Pareto front ({len(front)} of {len(points)} finished trials; {len(infeasible)} infeasible, {ended} of "
-            f"them ended before training):\n{table}")
+    # Trials that ended on a size constraint were never timed: they are no point, but they count here.
+    finished = sum(t.end in POINT_ENDS for t in exp.trials)
+    ended = sum(t.end == "infeasible" for t in exp.trials)
+    infeasible = ended + sum(not p.feasible and p.trial.end != "infeasible" for p in points)
+    return (f"Pareto front ({len(front)} of {finished} finished trials; {infeasible} infeasible, {ended} of them "
+            f"ended before training):\n{table}")
 
 
 def _short(value: Any) -> str:
