@@ -89,6 +89,13 @@ def resolve_weights(value: str, *, key: str) -> str:
         return str(_converted(source, digest, key=f"{key}={value}", cache=cache))
 
 
+def ultralytics_weights(values: dict[str, object]) -> dict[str, str]:
+    """Of ``{"model": ..., "pretrained": ...}``, the values that are Ultralytics' weight names (``yolo26n.pt``),
+    each mapped to the raytrain checkpoint converted from the local file or the release asset."""
+    return {key: resolve_weights(value, key=key) for key, value in values.items()
+            if isinstance(value, str) and release_arch(value)}
+
+
 def _converted_path(cache: Path, stem: str, digest: str) -> Path:
     return cache / "converted" / f"{stem}-{digest[:16]}.pt"
 

@@ -88,19 +88,6 @@ def _absolute_file(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
-def _ultralytics_weights(cfg: Config) -> dict[str, str]:
-    """The ``model=`` / ``pretrained=`` values that are Ultralytics' weight names (``yolo26n.pt``), mapped to the
-    raytrain checkpoint converted from the local file or the release asset (:mod:`raytrain.models.weights`)."""
-    from raytrain.models.weights import release_arch, resolve_weights
-
-    resolved = {}
-    for key in ("model", "pretrained"):
-        value = getattr(cfg, key)
-        if isinstance(value, str) and release_arch(value):
-            resolved[key] = resolve_weights(value, key=key)
-    return resolved
-
-
 def _check_checkpoints(cfg: Config, nc: int, resume_ckpt: Mapping[str, Any] | None = None) -> None:
     """Open every checkpoint the run will load, here on the driver, so a bad file fails once, before Ray starts;
     messages name each file as the user gave it.
@@ -160,13 +147,15 @@ def _resolve(cfg: Config, gpus_available: int, *, check: bool = True,
     fails the trial once, when it loads). ``resume_ckpt``: the ``resume=`` checkpoint, opened by the resume plan."""
     from raytrain.cluster.storage import resolve_storage
     from raytrain.data import resolve_data, scan_split
+    from raytrain.models.weights import ultralytics_weights
     from raytrain.tracking import check_loggers
 
     check_loggers(cfg.loggers)
 
     project = Path(cfg.project).expanduser().resolve()
     changes: dict[str, Any] = {"project": str(project), "storage": resolve_storage(cfg.storage, project / ".ray")}
-    weights = _ultralytics_weights(cfg)  # model=yolo26n.pt ...: fetched and converted once, here on the driver
+    # model=yolo26n.pt, pretrained=yolo11s.pt: fetched and converted once, here on the driver
+    weights = ultralytics_weights({"model": cfg.model, "pretrained": cfg.pretrained})
     if cfg.model.endswith(".pt"):
         changes["model"] = _absolute_file(weights.get("model", cfg.model))
     if isinstance(cfg.pretrained, str):
