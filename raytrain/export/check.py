@@ -18,7 +18,7 @@ from raytrain.export.spec import ONE2MANY, ExportMeta
 TOLERANCES: dict[tuple[str, bool], tuple[float, float]] = {
     ("onnx", False): (0.02, 2e-4),
     ("openvino", False): (0.02, 2e-4),
-    ("torchscript", False): (1e-3, 1e-5),  # the same kernels as PyTorch
+    ("torchscript", False): (0.02, 2e-4),  # PyTorch's kernels, but BN-fused weights: rounding differs as much
     ("onnx", True): (1.0, 1e-2),  # float16 on a GPU
     ("torchscript", True): (1.0, 1e-2),
     ("openvino", True): (0.5, 5e-3),  # float16 weights, float32 arithmetic
