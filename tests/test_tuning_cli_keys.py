@@ -17,8 +17,10 @@ from raytrain.tuning.space import CLI_KEYS, RESOURCE_KEYS, SECTIONS, SETTINGS, l
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_KEY_VALUE = ("points_to_evaluate",)  # a list of mappings: the file only, key=value cannot spell it
-PYTHON_ONLY = ("start_ray", "include_dashboard")  # keyword arguments of raytrain.tune() / ray.init() in the README
-NOT_SETTINGS = ("cfg", "key")  # every command's cfg=FILE (tested in test_cli.py), and the "key=value" placeholder
+PYTHON_ONLY = ("start_ray", "include_dashboard", "study_name")  # keyword arguments of raytrain.tune() / ray.init()
+# / optuna.load_study() in the docs
+NOT_SETTINGS = ("cfg", "key", "pick")  # every command's cfg=FILE (tested in test_cli.py), the "key=value"
+# placeholder, and raytrain results' pick= (tested in test_tuning_pareto.py)
 
 
 @pytest.fixture()
