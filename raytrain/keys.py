@@ -9,6 +9,7 @@ from __future__ import annotations
 # A loss names its three parts (``loss.names``, from the family: DFL heads log dfl_loss, YOLO26 logs l1_loss);
 # these are every name a family may use, for readers that accept any run.
 LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss", "l1_loss")
+DFL_LOSS_NAMES = LOSS_NAMES[:3]  # YOLOv8's and YOLO11's parts (and a loss function that does not name its parts)
 
 
 def train_loss_keys(names: tuple[str, ...]) -> tuple[str, ...]:

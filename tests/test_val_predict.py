@@ -16,7 +16,16 @@ BOX_ORIGINAL = [50.0, 25.0, 150.0, 75.0]  # xyxy original pixels -> input [16, 2
 BOX_INPUT_XYWH = [32.0, 32.0, 32.0, 16.0]
 
 
-class FakeDetector(nn.Module):
+class DecodeThenNMS:
+    """``detect`` as a DetectionModel does it for a one-to-many head: the fake's ``decode``, then NMS."""
+
+    def detect(self, raw, *, conf=0.001, iou=0.7, max_det=300, nms=None, multi_label=False):
+        from raytrain.ops import non_max_suppression
+
+        return non_max_suppression(self.decode(raw), conf, iou, max_det, multi_label=multi_label)
+
+
+class FakeDetector(DecodeThenNMS, nn.Module):
     """Raw maps from forward; ``decode`` gives (B, 4 + nc, A) with one confident box of class 1 at BOX_INPUT_XYWH."""
 
     def __init__(self, nc: int = 2):
@@ -97,13 +106,13 @@ def test_image_id():
     assert image_id("/x/000000000009.jpg") == 9 and image_id("cat_1.png") == "cat_1"
 
 
-def test_evaluate_refuses_a_model_without_decode():
+def test_evaluate_refuses_a_model_without_detect():
     class NoDecode(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 1)
 
-    with pytest.raises(TypeError, match="needs a model with decode.*NoDecode has none"):
+    with pytest.raises(TypeError, match="needs a model with detect.*NoDecode has none"):
         evaluate(NoDecode(), fake_loader(1, 1), device="cpu", names=["a", "b"])
 
 
@@ -295,7 +304,7 @@ def test_cli_clean_errors(tiny, tmp_path, capsys):
         assert f"model={tmp_path / 'gone.pt'}: no such file" in capsys.readouterr().err
 
 
-class BrightSquareDetector(nn.Module):
+class BrightSquareDetector(DecodeThenNMS, nn.Module):
     """A stand-in detector: its maps are the input image, and decoding finds the box of its near-white pixels."""
 
     def forward(self, x: torch.Tensor):

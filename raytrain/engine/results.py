@@ -13,7 +13,7 @@ from pathlib import Path
 
 from raytrain import keys
 
-DFL_LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")  # YOLOv8's and YOLO11's loss parts
+DFL_LOSS_NAMES = keys.DFL_LOSS_NAMES
 COLUMNS = keys.results_columns(DFL_LOSS_NAMES)  # "time" is cumulative training time in seconds, as in Ultralytics
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raytrain.keys import val_loss_keys
+from raytrain.keys import DFL_LOSS_NAMES, val_loss_keys
 from raytrain.metrics import DetectionMetrics
 from raytrain.ops import scale_boxes, xywh2xyxy
 
@@ -189,7 +189,8 @@ def evaluate(
     result = metrics.compute()
     if loss_fn is not None:
         mean = losses[:3] / losses[3].clamp(min=1)
-        result.update({key: float(v) for key, v in zip(val_loss_keys(loss_fn.names), mean, strict=True)})
+        names = getattr(loss_fn, "names", DFL_LOSS_NAMES)  # a plain function: YOLOv8's three parts
+        result.update({key: float(v) for key, v in zip(val_loss_keys(names), mean, strict=True)})
     speed = {key: 1e3 * s / max(images, 1) for key, s in seconds.items()}
     return ValResult(result, metrics.per_class(), predictions, speed)
 
