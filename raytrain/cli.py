@@ -17,8 +17,8 @@ from typing import Any
 
 from raytrain import __version__
 from raytrain.config import FIELDS, ConfigError, help_table, keys_in_groups, parse_cli_args, unknown_key_error
-from raytrain.tuning.space import CLI_KEYS as TUNE_KEYS  # what load_space accepts as an override (imports no Ray)
 from raytrain.export.spec import BENCHMARK_KEYS, EXPORT_KEYS  # imports no torch
+from raytrain.tuning.space import CLI_KEYS as TUNE_KEYS  # what load_space accepts as an override (imports no Ray)
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -124,16 +124,16 @@ COMMANDS: dict[str, Command] = {
         extra_keys=BENCHMARK_KEYS,
     ),
     "convert": Command(
-        summary="convert Ultralytics YOLOv8 detection weights to a raytrain checkpoint",
+        summary="convert Ultralytics YOLOv8 / YOLO11 / YOLO26 detection weights to a raytrain checkpoint",
         usage="raytrain convert SRC OUT [names=a,b,c | names=data.yaml]\n\n"
-              "SRC: a file holding a plain Ultralytics DetectionModel state_dict (read with weights_only=True), or\n"
-              "an Ultralytics .pt checkpoint when the ultralytics package is installed. A .pt checkpoint is pickled\n"
-              "Python objects: reading it runs code stored in the file, so only convert .pt files you trust.\n"
-              "Scale (yolov8n/s/m/l/x) and nc are read from the tensor shapes; names default to the checkpoint's.",
+              "SRC: an Ultralytics .pt checkpoint (read by a restricted unpickler: nothing in the file runs, no\n"
+              "ultralytics package needed) or a file holding a plain DetectionModel state_dict.\n"
+              "Family, scale and nc are read from the tensors (every key and shape against each registered\n"
+              "architecture); names default to the checkpoint's.",
         target="raytrain.models.convert:main",
         keys=(),
-        example="raytrain convert yolov8n.pt yolov8n_raytrain.pt && "
-                "raytrain fit model=yolov8n pretrained=yolov8n_raytrain.pt data=shapes",
+        example="raytrain convert yolo26n.pt yolo26n_raytrain.pt && "
+                "raytrain fit model=yolo26n_raytrain.pt data=shapes",
         extra_keys=("names",),
     ),
 }
