@@ -116,7 +116,8 @@ def bench_epochs(args: argparse.Namespace, project: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["yolo26n", "yolo26s"])
+    parser.add_argument("--archs", nargs="*", default=["yolo26n", "yolo26s"],
+                        help="models of the step bench (none: skip it)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--epoch-arch", default="yolo26n")
     parser.add_argument("--epochs", type=int, default=3)
