@@ -23,6 +23,29 @@ from raytrain.tuning.space import CLI_KEYS as TUNE_KEYS  # what load_space accep
 LOGGER = logging.getLogger("raytrain")
 
 
+def _tune_settings() -> str:
+    """The tune settings and their defaults, from the space reader's own list and TuneSpec (no copy to drift)."""
+    import dataclasses
+    import textwrap
+
+    from raytrain.tuning.space import SETTINGS, TuneSpec
+
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(TuneSpec) if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING}
+    # A non-breaking space keeps each "key [default]" on one line when wrapped.
+    def item(key: str) -> str:
+        value = defaults.get(key)
+        if value is None or value is False or (isinstance(value, (str, dict, list)) and not value):
+            return key
+        return f"{key}\u00a0[{value:g}]" if isinstance(value, float) else f"{key}\u00a0[{value}]"
+
+    shown = [item(k) for k in SETTINGS if k not in ("points_to_evaluate", "resume", "dry_run")]
+    text = textwrap.fill("  ".join(shown), width=112, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    return text.replace("\u00a0", " ")
+
+
 @dataclass(frozen=True)
 class Command:
     summary: str  # one line for `raytrain --help`
@@ -54,15 +77,10 @@ COMMANDS: dict[str, Command] = {
     "tune": Command(
         summary="search training hyperparameters: Optuna TPE + ASHA over fit runs on Ray Tune; trials.csv, best.yaml",
         usage="raytrain tune [SPACE.yaml] [key=value ...]   (no file: search_spaces/quickstart.yaml)\n\n"
-              "Settings given as key=value replace the file's (defaults in brackets):\n"
-              "  name [tune, tune2, ...]  project [runs/tune]  storage  exist_ok\n"
-              "  resume=True: continue NAME as it was started (its saved space and overrides)\n"
-              "  metric [fitness]  mode [max]  num_samples [10]  max_concurrent_trials [what the cluster holds]\n"
-              "  gpu=true|false|0.25 (a GPU share per trial)  sampler [tpe|random]  search_seed [0]\n"
-              "  n_startup_trials [10]  scheduler [asha|pbt|none]  grace_period [1]  reduction_factor [3]\n"
-              "  population perturbation_interval [3] burn_in [0] quantile_fraction resample_probability (pbt)\n"
-              "  patience [off]  time_budget_s [off]  wandb_project  wandb_mode  address\n"
-              "  dry_run=True: check everything and print the plan (trials, resources, rungs); start nothing\n"
+              "Settings given as key=value replace the file's (defaults in brackets, read from the space reader):\n"
+              f"{_tune_settings()}\n"
+              "  gpu=true|false|0.25 (a GPU share per trial); resume=True: continue NAME as it was started (its\n"
+              "  saved space and overrides); dry_run=True: check everything and print the plan, start nothing\n"
               "Any other key is a fixed training argument (a searched one is fixed and leaves the space).\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. The file format is\n"
               "described at the top of search_spaces/detect.yaml and in docs/tuning.md.",

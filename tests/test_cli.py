@@ -58,3 +58,18 @@ def test_import_has_no_side_effects_and_is_light():
 def test_console_script_help_runs():
     result = subprocess.run([sys.executable, "-m", "raytrain.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "Subcommands" in result.stdout
+
+
+def test_tune_help_reads_its_settings_and_defaults_from_the_space_reader(capsys):
+    """tune --help lists every setting the space reader accepts with TuneSpec's own default: no copy to drift."""
+    import dataclasses
+
+    from raytrain.tuning.space import SETTINGS, TuneSpec
+
+    assert main(["tune", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for key in SETTINGS:
+        if key != "points_to_evaluate":
+            assert key in text, key
+    defaults = {f.name: f.default for f in dataclasses.fields(TuneSpec)}
+    assert f"num_samples [{defaults['num_samples']}]" in text and f"grace_period [{defaults['grace_period']}]" in text
