@@ -189,10 +189,23 @@ def _command_help(name: str, cmd: Command) -> str:
     return "\n".join(lines)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a message is logged, not as it was when the handler was made: a caller
+    (a test's capture, a notebook) may swap and close the stream between two commands in one process."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it; the property always reads sys.stderr
+        pass
+
+
 def setup_logging(verbose: bool = True) -> None:
     """Plain messages on stderr for the CLI; library code only logs through the 'raytrain' logger."""
     if not LOGGER.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO if verbose else logging.WARNING)
