@@ -176,7 +176,7 @@ def test_converted_outputs_equal_ultralytics(ultralytics, arch):
         expected, raw = reference(x)
         got_raw = ours(x)
         got = ours.decode(got_raw)
-    theirs = raw["one2many"] if "one2many" in raw else raw
+    theirs = raw.get("one2many", raw)
     maps = got_raw["one2many"] if isinstance(got_raw, dict) else got_raw
     flat = torch.cat([m.flatten(2) for m in maps], 2)
     assert torch.allclose(flat, torch.cat((theirs["boxes"], theirs["scores"]), 1), rtol=1e-4, atol=1e-4)
