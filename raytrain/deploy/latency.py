@@ -18,7 +18,6 @@ import importlib.util
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,6 +122,7 @@ def measure_latency(model: Any, imgsz: int, *, runtime: str = "torch", device: A
     device = torch.device(device) if runtime == "torch" else torch.device("cpu")
     from raytrain.export.graph import ExportModel
     from raytrain.export.spec import ONE2MANY
+    from raytrain.export.timing import time_calls
 
     net = copy.deepcopy(model).float().eval().to(device)
     net.fuse()
@@ -134,30 +134,13 @@ def measure_latency(model: Any, imgsz: int, *, runtime: str = "torch", device: A
         with tempfile.TemporaryDirectory(prefix="raytrain-latency-") as folder:
             run = _torch_runner(graph, x) if runtime == "torch" else \
                 _exported_runner(graph, x, runtime, threads, Path(folder))
-            times = _time_runs(run, warmup, runs, device)
+            times = time_calls(run, warmup=warmup, runs=runs, cuda=device.type == "cuda")
     finally:
         torch.set_num_threads(previous)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
     return Latency(median_ms=statistics.median(times), p25_ms=q1, p75_ms=q3, min_ms=min(times), max_ms=max(times),
                    runs=runs, warmup=warmup, threads=threads, runtime=runtime, device=device_kind(device),
                    imgsz=imgsz)
-
-
-def _time_runs(run: Callable[[], Any], warmup: int, runs: int, device: Any) -> list[float]:
-    """Milliseconds of each of ``runs`` calls of ``run``, after ``warmup`` untimed ones."""
-    import torch
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        run()
-    sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
 
 
 def _torch_runner(graph: Any, x: Any) -> Callable[[], Any]:
