@@ -139,8 +139,3 @@ class FamilySpec:
     def end2end(self) -> bool:
         """Whether the model has an NMS-free one-to-one branch (``nms=False`` uses it)."""
         return self.head.one_to_one
-
-    @property
-    def loss_names(self) -> tuple[str, str, str]:
-        """The loss parts a run logs, as Ultralytics names them."""
-        return ("box_loss", "cls_loss", "dfl_loss" if self.head.reg_max > 1 else "l1_loss")
