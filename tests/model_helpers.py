@@ -86,3 +86,21 @@ def fake_ultralytics_checkpoint(path: Path, model, monkeypatch, *, names: dict |
     for name in created:
         monkeypatch.delitem(sys.modules, name)
     return path
+
+
+def write_yolo_dataset(root: Path, images: dict) -> Path:
+    """A 2-class YOLO dataset under ``root``: random-pixel JPEGs ``images/<stem>.jpg`` of the given (h, w), their label
+    rows ``(cls, x, y, w, h)`` in ``labels/<stem>.txt``, and ``data.yaml`` (train = val = images); returns the YAML."""
+    import cv2
+    import numpy as np
+    import yaml
+
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for stem, ((h, w), labels) in images.items():
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        (root / "labels" / f"{stem}.txt").write_text("".join(f"{c} {x} {y} {bw} {bh}\n" for c, x, y, bw, bh in labels))
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["a", "b"]}))
+    return data

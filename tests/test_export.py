@@ -50,22 +50,13 @@ def vary(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 5-image, 2-class dataset and one checkpoint per family (trained-with config: that dataset, imgsz 64)."""
-    import cv2
-    import numpy as np
-    import yaml
+    from model_helpers import write_yolo_dataset
 
     from raytrain.config import make_config
     from raytrain.models import build_model, make_checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("export")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for stem, ((h, w), labels) in IMAGES.items():
-        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        (root / "labels" / f"{stem}.txt").write_text("".join(f"{c} {x} {y} {bw} {bh}\n" for c, x, y, bw, bh in labels))
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["a", "b"]}))
+    data = write_yolo_dataset(root, IMAGES)
     config = make_config({"imgsz": IMGSZ, "data": str(data)}).to_dict()
     for arch in ARCHS:
         torch.manual_seed(0)

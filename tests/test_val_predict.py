@@ -176,22 +176,13 @@ IMAGES = {  # stem: ((h, w), [(cls, x, y, w, h) xywh_n])
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 4-image, 2-class YOLO dataset and a checkpoint of a randomly initialised yolov8n (imgsz 64)."""
-    import cv2
-    import numpy as np
-    import yaml
+    from model_helpers import write_yolo_dataset
 
     from raytrain.config import make_config
     from raytrain.models import build_model, make_checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("tiny")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for stem, ((h, w), labels) in IMAGES.items():
-        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        (root / "labels" / f"{stem}.txt").write_text("".join(f"{c} {x} {y} {bw} {bh}\n" for c, x, y, bw, bh in labels))
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["a", "b"]}))
+    data = write_yolo_dataset(root, IMAGES)
     torch.manual_seed(0)
     model = build_model("yolov8n", nc=2)
     for branch in model.head.cv3:  # scores near 0.5 instead of the 1e-3 prior, so there is something to draw
