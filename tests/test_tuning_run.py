@@ -173,7 +173,7 @@ def test_tiny_experiment_asha_outputs_wandb(tmp_path: Path, ray_tune, capsys: py
     # ASHA stops it at epoch 1 (stopped_at_epoch, below). Tune's stop is asynchronous: with ~1 s epochs the worker
     # may train further before the kill lands, and epochs_run (from the run's results.csv) counts what it trained.
     assert by_box[12.0]["end"] == "asha-stopped" and by_box[12.0]["epochs_run"] >= 1
-    # Trial 3 searched epochs=2: ASHA's rung-2 STOP at its own last epoch is a completion, not an early stop.
+    # Trial 3 searched epochs=2: ASHA's rung 2 is its own last epoch, where it is let finish: a completion.
     assert (by_box[3.0]["end"], by_box[3.0]["epochs_run"]) == ("completed", 2)
     assert result.best_config.box == 0.5 and result.best_config.epochs == 3
     assert result.best_metric == by_box[0.5]["best train/box_loss"]

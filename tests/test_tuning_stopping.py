@@ -119,6 +119,11 @@ def test_scheduler_stops_through_tune_and_records_why(tmp_path: Path):
     assert asha.on_trial_result(None, e, {"epoch": 2, "fitness": 0.0}) == TrialScheduler.CONTINUE  # first at rung 2
     assert asha.on_trial_result(None, trials[0], {"epoch": 2, "fitness": 0.3}) == TrialScheduler.CONTINUE
     assert asha.on_trial_result(None, e, {"epoch": 3, "fitness": 0.0}) == TrialScheduler.CONTINUE  # rung 2 judged
+    # Cut at its own last epoch, a trial is let finish (Tune would kill it while it saves): not an early stop.
+    last = SimpleNamespace(trial_id="f", config={"epochs": 1})
+    asha.on_trial_add(None, last)
+    assert asha.on_trial_result(None, last, {"epoch": 1, "fitness": 0.0}) == TrialScheduler.CONTINUE
+    assert "f" not in read_status(tmp_path / STATUS_FILE)
 
 
 def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
@@ -130,9 +135,9 @@ def test_patience_stopper_labels_only_early_stops(tmp_path: Path):
     assert read_status(tmp_path / STATUS_FILE)["a"] == {
         "patience_best": 2.0, "patience_best_epoch": 2, "stopped_by": "patience-stopped", "stopped_at_epoch": 4,
         "stop_reason": "stopped by patience at epoch 4: best 2 at epoch 2, none better in the 2 epochs since"}
-    # The same rule firing at the trial's own last epoch is a normal completion, not an early stop.
+    # At the trial's own last epoch the rule lets it finish (its weights and tracker runs): a normal completion.
     assert stopper("b", {"epoch": 1, "train/box_loss": 1.0, "config": {"epochs": 3}}) is False
-    assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is True
+    assert stopper("b", {"epoch": 3, "train/box_loss": 1.5, "config": {"epochs": 3}}) is False
     assert "stopped_by" not in read_status(tmp_path / STATUS_FILE)["b"]
     # A trial in warmup (3.1 epochs): its flat epochs 1-3 do not count; its best is its epoch 4.
     flat = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.01, 5: 0.0, 6: 0.0}

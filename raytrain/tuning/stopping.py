@@ -153,10 +153,11 @@ def make_scheduler(spec: TuneSpec, status: StatusFile) -> Any:
             if value is None or not epoch:
                 return TrialScheduler.CONTINUE
             reason = rule.judge(trial.trial_id, epoch, float(value), warmup_end(result, trial.config, base))
-            if reason is None:
+            # At its own last epoch a trial is let finish: stopped there, Tune would kill it while it writes its
+            # weights and closes its tracker runs (a completed trial's are not re-closed by the driver).
+            if reason is None or epoch >= planned_epochs(trial.config, base["epochs"]):
                 return TrialScheduler.CONTINUE
-            if epoch < planned_epochs(trial.config, base["epochs"]):
-                status.mark_stopped(trial.trial_id, "asha-stopped", epoch, reason)
+            status.mark_stopped(trial.trial_id, "asha-stopped", epoch, reason)
             return TrialScheduler.STOP
 
         def debug_string(self) -> str:
@@ -190,8 +191,9 @@ def make_patience_stopper(spec: TuneSpec, status: StatusFile) -> Any:
             if better:
                 best = (float(value), epoch)
                 status.update(trial_id, patience_best=best[0], patience_best_epoch=epoch)
-            stop = epoch - best[1] >= patience
-            if stop and epoch < planned_epochs(result.get("config", {}), base["epochs"]):
+            # Not at the trial's last epoch: it finishes by itself there (see EpochASHA).
+            stop = epoch - best[1] >= patience and epoch < planned_epochs(result.get("config", {}), base["epochs"])
+            if stop:
                 status.mark_stopped(trial_id, "patience-stopped", epoch,
                                     f"stopped by patience at epoch {epoch}: best {best[0]:.4g} at epoch {best[1]}, "
                                     f"none better in the {patience} epochs since")
