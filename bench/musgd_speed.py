@@ -4,7 +4,7 @@ Step: each model at nc=80 with random gradients; SGD, raytrain's MuSGD and (when
 MuSGD take turns, ``--steps`` steps each; the median per step of process CPU time (what a shared machine's load
 inflates least: waiting for a core is not counted) and of wall time.
 
-Epoch: raytrain's epoch (``make_worker`` + ``train_one_epoch``, no Ray) on the built-in shapes dataset, batch 16 and
+Epoch: raytrain's epoch (``setup_rank`` + ``train_one_epoch``, no Ray) on the built-in shapes dataset, batch 16 and
 nbs 64 (an optimizer step every 4 batches, Ultralytics' defaults), without warmup (the steady state: warmup steps
 more often); an SGD and a MuSGD worker alternate epochs, ``--epochs`` each, loader in-process (``workers=0``) so CPU
 time covers all the work. The first epoch of each pays for allocator warm-up and is dropped. Reported: median CPU and
@@ -77,36 +77,37 @@ def bench_steps(arch: str, steps: int) -> None:
 def bench_epochs(args: argparse.Namespace, project: Path) -> None:
     from raytrain.config import make_config
     from raytrain.data import resolve_data
-    from raytrain.engine.train import make_worker, train_one_epoch
+    from raytrain.engine.epoch import train_one_epoch
+    from raytrain.engine.setup import setup_rank
     from raytrain.train.plan import resolve_config
 
-    workers = {}
+    setups = {}
     for name in ("SGD", "MuSGD"):
         cfg = resolve_config(make_config({
             "data": "shapes", "model": args.epoch_arch, "imgsz": args.imgsz, "batch": 16, "nbs": 64,
             "fraction": args.fraction, "optimizer": name, "warmup_epochs": 0, "workers": 0, "device": "cpu",
             "project": str(project), "name": name, "close_mosaic": 0, "plots": False, "val": False,
             "cpus_per_worker": args.threads}), gpus_available=0)
-        workers[name] = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / name)
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in workers}
-    steps = {name: 0 for name in workers}
+        setups[name] = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / name)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
+    steps = {name: 0 for name in setups}
     for epoch in range(args.epochs + 1):
-        for name, w in workers.items():
+        for name, w in setups.items():
             w.train_loader.set_epoch(epoch + 1)
             first = epoch * len(w.train_loader)
 
             def run(w=w, first=first, epoch=epoch):
                 return train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=epoch,
-                                       schedule=w.schedule, ema=w.ema, scaler=w.scaler, iteration=first,
+                                       lr_schedule=w.lr_schedule, ema=w.ema, scaler=w.scaler, iteration=first,
                                        last_step=first - 1)
 
             times[name].append(timed(run))
-            steps[name] = len(w.train_loader) // w.schedule.accumulate(first)
+            steps[name] = len(w.train_loader) // w.lr_schedule.accumulate(first)
             print(f"  epoch {epoch} {name:5s} cpu {times[name][-1][0]:7.1f} s  wall {times[name][-1][1]:7.1f} s  "
                   f"(load {common.loadavg()})", flush=True)
     med = {name: (statistics.median(c for c, _ in t[1:]), statistics.median(w for _, w in t[1:]))
            for name, t in times.items()}
-    batches = len(workers["SGD"].train_loader)
+    batches = len(setups["SGD"].train_loader)
     print(f"\n{args.epoch_arch} epoch, imgsz {args.imgsz}, {batches} batches of 16, {steps['SGD']} optimizer steps, "
           f"median of {args.epochs}:")
     for name, (cpu, wall) in med.items():

@@ -39,20 +39,20 @@ def direct(args: argparse.Namespace, project: Path) -> list[float]:
     from raytrain import keys
     from raytrain.data import resolve_data
     from raytrain.engine.loop import run_epochs
+    from raytrain.engine.setup import setup_rank
     from raytrain.engine.state import initial_state
-    from raytrain.engine.train import make_worker
     from raytrain.train.plan import resolve_config
 
     cfg = resolve_config(_config(args, project), gpus_available=0)
-    w = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / "direct")
-    images = len(w.train_loader.dataset)
+    setup = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / "direct")
+    images = len(setup.train_loader.dataset)
     rates: list[float] = []
 
     def report(epoch_report) -> None:
         rates.append(images / epoch_report.metrics[keys.TRAIN_SECONDS])
         print(f"  direct  epoch {len(rates)}: {rates[-1]:.1f} images/s", flush=True)
 
-    run_epochs(w, initial_state(w), report)
+    run_epochs(setup, initial_state(setup), report)
     return rates
 
 

@@ -61,7 +61,7 @@ COMMANDS: dict[str, Command] = {
     "check": Command(
         summary="check a dataset: counts, per-class instances, skipped files with reasons",
         usage="raytrain check data=DATA [single_cls=True]   (DATA: shapes, coco8.yaml, coco128.yaml, ... or a YAML)",
-        target="raytrain.data.check:main",
+        target="raytrain.commands.check:main",
         keys=("data", "single_cls"),
         example="raytrain check data=../shared/datasets/coco128/data.yaml",
     ),
@@ -70,7 +70,7 @@ COMMANDS: dict[str, Command] = {
         usage="raytrain fit data=DATA model=yolov8n epochs=100 imgsz=640 [batch device=0,1 resume=True ...]\n\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. batch is the\n"
               "global batch, split across workers. resume=True continues the newest run in project.",
-        target="raytrain.train.fit:main",
+        target="raytrain.commands.fit:main",
         keys=tuple(k for k in FIELDS if k not in ("split", "save_json", "source", "conf")),
         example="raytrain fit data=shapes epochs=30 imgsz=320 batch=16",
     ),
@@ -84,7 +84,7 @@ COMMANDS: dict[str, Command] = {
               "Any other key is a fixed training argument (a searched one is fixed and leaves the space).\n"
               "Starts a local Ray (dashboard on) unless address=/RAY_ADDRESS names a cluster. The file format is\n"
               "described at the top of search_spaces/detect.yaml and in docs/tuning.md.",
-        target="raytrain.tuning.api:main",
+        target="raytrain.commands.tune:main",
         keys=(),
         example="raytrain tune search_spaces/quickstart.yaml num_samples=8",
         extra_keys=TUNE_KEYS,
@@ -92,7 +92,7 @@ COMMANDS: dict[str, Command] = {
     "results": Command(
         summary="show a tune experiment's ranked trials, redraw its plots and Optuna's analysis (finished or running)",
         usage="raytrain results EXPERIMENT_DIR [pick=\"latency_ms<=8\"]   (pick: the best trial within the bounds)",
-        target="raytrain.tuning.results:main",
+        target="raytrain.commands.results:main",
         keys=(),
         example="raytrain results runs/tune/quickstart",
         extra_keys=("pick",),
@@ -100,7 +100,7 @@ COMMANDS: dict[str, Command] = {
     "val": Command(
         summary="validate a checkpoint: COCO mAP50, mAP50-95, P, R per class; metrics.json, predictions.json",
         usage="raytrain val model=CKPT [data=DATA imgsz batch conf iou split save_json=True project name]",
-        target="raytrain.engine.validate:main",
+        target="raytrain.commands.val:main",
         keys=("model", "data", "imgsz", "batch", "conf", "iou", "max_det", "split", "save_json", "device",
               "workers", "project", "name", "exist_ok", "verbose"),
         example="raytrain val model=runs/detect/train/weights/best.pt data=shapes save_json=True",
@@ -109,7 +109,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(
         summary="detect objects in an image or folder: drawn images and predictions.json",
         usage="raytrain predict model=CKPT source=FILE|FOLDER [imgsz conf=0.25 iou max_det project name]",
-        target="raytrain.engine.predict:main",
+        target="raytrain.commands.predict:main",
         keys=("model", "source", "imgsz", "conf", "iou", "max_det", "device", "project", "name", "exist_ok"),
         example="raytrain predict model=runs/detect/train/weights/best.pt source=images/",
         defaults=(("name", "predict"),),
@@ -123,7 +123,7 @@ COMMANDS: dict[str, Command] = {
               "(B, max_det, 6); nms=True: NMS inside the graph (conf default 0.25). half: float16 (a GPU for onnx\n"
               "and torchscript). The last line says how the file compared with PyTorch on a fixed input.\n"
               "raytrain val / predict take the exported file as model=. See docs/export.md.",
-        target="raytrain.export.api:main",
+        target="raytrain.commands.export:main",
         keys=("model", "imgsz", "batch", "conf", "iou", "max_det", "device"),
         example="raytrain export model=runs/detect/train/weights/best.pt format=onnx imgsz=320",
         extra_keys=EXPORT_KEYS,
@@ -135,7 +135,7 @@ COMMANDS: dict[str, Command] = {
               "Exports the checkpoint to each format (into the benchmark folder), validates each file with the\n"
               "same letterbox and post-processing, then times batch-1 inference after warm-up on one fixed image\n"
               "(threads: torch, ONNX Runtime and OpenVINO all get the same count, printed).",
-        target="raytrain.export.benchmark:main",
+        target="raytrain.commands.benchmark:main",
         keys=("model", "data", "imgsz", "batch", "split", "conf", "iou", "max_det", "device", "workers", "project",
               "name", "exist_ok"),
         example="raytrain benchmark model=runs/detect/train/weights/best.pt data=shapes imgsz=320",
@@ -148,7 +148,7 @@ COMMANDS: dict[str, Command] = {
               "ultralytics package needed) or a file holding a plain DetectionModel state_dict.\n"
               "Family, scale and nc are read from the tensors (every key and shape against each registered\n"
               "architecture); names default to the checkpoint's.",
-        target="raytrain.models.convert:main",
+        target="raytrain.commands.convert:main",
         keys=(),
         example="raytrain convert yolo26n.pt yolo26n_raytrain.pt && "
                 "raytrain fit model=yolo26n_raytrain.pt data=shapes",

@@ -269,7 +269,7 @@ def validate(cfg: Config) -> None:
 
 def _check_schedule(cfg: Config) -> None:
     """``schedule=``: made absolute (runs start elsewhere), read, and each listed epoch's values checked as config."""
-    from raytrain.schedule import read_schedule
+    from raytrain.replay import read_schedule
 
     cfg.schedule = str(Path(cfg.schedule).expanduser().resolve())
     per_epoch = read_schedule(cfg.schedule)

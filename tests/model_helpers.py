@@ -1,8 +1,12 @@
-"""Helpers shared by the checkpoint tests: files that are not raytrain checkpoints (no tests here)."""
+"""Helpers shared by tests: files that are not raytrain checkpoints, a tiny conv net, a random YOLO dataset (no tests
+here)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
+from torch import nn
 
 
 def ultralytics_pickle(path: Path, monkeypatch) -> Path:
@@ -45,7 +49,6 @@ def fake_ultralytics_checkpoint(path: Path, model, monkeypatch, *, names: dict |
     import types
 
     import torch
-    from torch import nn
 
     created: dict[str, types.ModuleType] = {}
 
@@ -104,3 +107,16 @@ def write_yolo_dataset(root: Path, images: dict) -> Path:
     data = root / "data.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["a", "b"]}))
     return data
+
+
+class Tiny(nn.Module):
+    """Conv, BatchNorm, Linear: one weight, norm and bias group each, for optimizer and EMA tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn(self.conv(x)).mean((2, 3)))

@@ -8,7 +8,7 @@ from pathlib import Path
 from data_helpers import write_dataset
 
 from raytrain.cli import main as cli_main
-from raytrain.data.check import main
+from raytrain.commands.check import main
 
 
 def test_check_coco128_reports_128_train_images(coco128_yaml: Path, capsys):

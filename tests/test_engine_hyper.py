@@ -15,8 +15,8 @@ from raytrain.config import ConfigError, make_config
 from raytrain.engine.hyper import MUTABLE, apply_values, read_schedule, values_at, write_schedule
 from raytrain.engine.loop import EpochReport, run_epochs
 from raytrain.engine.optim import scaled_weight_decay
+from raytrain.engine.setup import setup_rank
 from raytrain.engine.state import initial_state
-from raytrain.engine.train import make_worker
 
 
 def worker(tiny_data: Path, save_dir: Path, **overrides):
@@ -27,7 +27,7 @@ def worker(tiny_data: Path, save_dir: Path, **overrides):
             "optimizer": "SGD", "warmup_epochs": 0, "close_mosaic": 0, "plots": False, "val": False,
             "project": str(save_dir.parent), "name": save_dir.name, "epochs": 3, "lrf": 0.01, **overrides}
     cfg = make_config(args)
-    return make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=save_dir)
+    return setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=save_dir)
 
 
 class Sink:
@@ -86,7 +86,7 @@ def test_exploit_continues_the_sources_full_state_with_its_own_hyperparameters(t
     decayed = [("weight", 0.001), *([("muon", 0.001)] if optimizer == "MuSGD" else [])]  # 4 * 2 / 8 = scale 1
     assert scaled_weight_decay(0.001, 4, 2, 8) == 0.001
     assert sorted({(g["name"], g["weight_decay"]) for g in groups}) == sorted([*decayed, ("norm", 0.0), ("bias", 0.0)])
-    assert (weak.schedule.lr0, weak.loss_fn.box, weak.train_loader.dataset.hyp.mixup) == (0.02, 3.0, 0.5)
+    assert (weak.lr_schedule.lr0, weak.loss_fn.box, weak.train_loader.dataset.hyp.mixup) == (0.02, 3.0, 0.5)
 
     later = Sink(tmp_path / "weak")
     (tmp_path / "weak").mkdir()
@@ -100,9 +100,9 @@ def test_exploit_continues_the_sources_full_state_with_its_own_hyperparameters(t
 
 
 def test_a_run_resumed_from_its_own_state_is_not_an_exploit(tiny_data, tmp_path):
-    w = worker(tiny_data, tmp_path / "run", epochs=1, weight_decay=0.002)
+    setup = worker(tiny_data, tmp_path / "run", epochs=1, weight_decay=0.002)
     sink = Sink(tmp_path)
-    run_epochs(w, initial_state(w), sink)
+    run_epochs(setup, initial_state(setup), sink)
     again = worker(tiny_data, tmp_path / "run", epochs=2, weight_decay=0.002)
     state = initial_state(again, sink.reports[0].state_dir)
     assert state.continued_from == "" and again.optimizer.param_groups[0]["weight_decay"] == 0.002
@@ -113,12 +113,13 @@ def test_replay_applies_the_schedule_epoch_by_epoch(tiny_data, tmp_path):
         1: {"lr0": 0.01, "box": 7.5, "mixup": 0.0, "weight_decay": 0.0005},
         2: {"lr0": 0.02, "box": 2.0, "mixup": 0.5, "weight_decay": 0.001},
         3: {"lr0": 0.02, "box": 2.0, "mixup": 0.5, "weight_decay": 0.001}}, header="trial_00002 of x")
-    w = worker(tiny_data, tmp_path / "run", schedule=str(schedule), lr0=0.5, box=1.0)
+    setup = worker(tiny_data, tmp_path / "run", schedule=str(schedule), lr0=0.5, box=1.0)
     seen = []
-    w.callbacks = {"on_train_epoch_start": [lambda s: seen.append((
-        w.schedule.lr0, w.loss_fn.box, w.train_loader.dataset.hyp.mixup, w.optimizer.param_groups[0]["weight_decay"]))]}
+    setup.callbacks = {"on_train_epoch_start": [lambda s: seen.append((
+        setup.lr_schedule.lr0, setup.loss_fn.box, setup.train_loader.dataset.hyp.mixup,
+        setup.optimizer.param_groups[0]["weight_decay"]))]}
     sink = Sink(tmp_path)
-    run_epochs(w, initial_state(w), sink)
+    run_epochs(setup, initial_state(setup), sink)
     assert seen == [(0.01, 7.5, 0.0, 0.0005), (0.02, 2.0, 0.5, 0.001), (0.02, 2.0, 0.5, 0.001)]
     rows = [r.metrics for r in sink.reports]
     # lr per epoch: that epoch's lr0 at the linear schedule's position (0-based epoch e: 1 - e/3 * 0.99).
@@ -170,10 +171,10 @@ def test_schedule_path_is_made_absolute_and_auto_optimizer_is_refused(tmp_path, 
 
 
 def test_apply_values_refuses_structural_keys(tiny_data, tmp_path):
-    w = worker(tiny_data, tmp_path / "run")
+    setup = worker(tiny_data, tmp_path / "run")
     with pytest.raises(ConfigError, match="imgsz cannot change while a run trains"):
-        apply_values(w, {"imgsz": 64})
-    assert apply_values(w, {"lr0": 0.01, "cls": 0.5}) == {}  # unchanged values: nothing to do
+        apply_values(setup, {"imgsz": 64})
+    assert apply_values(setup, {"lr0": 0.01, "cls": 0.5}) == {}  # unchanged values: nothing to do
 
 
 def test_a_trial_killed_right_after_an_exploit_resumes_with_the_exploited_state_and_new_values(tiny_data, tmp_path):
@@ -201,7 +202,7 @@ def test_a_trial_killed_right_after_an_exploit_resumes_with_the_exploited_state_
     retried = worker(tiny_data, tmp_path / "trial_00002", **new)
     state = initial_state(retried, exploited)
     assert (state.epoch, state.continued_from) == (1, "trial_00001")
-    assert (retried.schedule.lr0, retried.loss_fn.box) == (0.02, 3.0)
+    assert (retried.lr_schedule.lr0, retried.loss_fn.box) == (0.02, 3.0)
     rows = []
     run_epochs(retried, state, lambda report: rows.append(report.metrics))
     assert [int(r[keys.EPOCH]) for r in rows] == [2, 3] and rows[0]["pbt/exploit"] == 1.0

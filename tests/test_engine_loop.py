@@ -14,10 +14,10 @@ from raytrain import keys
 from raytrain.config import make_config
 from raytrain.engine import loop
 from raytrain.engine.callbacks import EVENTS
-from raytrain.engine.loop import EpochReport, run_epochs
+from raytrain.engine.loop import EpochReport, early_stop, run_epochs
 from raytrain.engine.results import read_results_csv
+from raytrain.engine.setup import setup_rank
 from raytrain.engine.state import RunState, checkpoint_dict, initial_state
-from raytrain.engine.train import make_worker
 
 
 def worker(tiny_data: Path, save_dir: Path, callbacks=None, **overrides):
@@ -27,7 +27,7 @@ def worker(tiny_data: Path, save_dir: Path, callbacks=None, **overrides):
             "device": "cpu", "optimizer": "SGD", "warmup_epochs": 0.5, "close_mosaic": 0, "plots": False,
             "project": str(save_dir), "epochs": 3, **overrides}
     cfg = make_config(args)
-    return make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=save_dir,
+    return setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=save_dir,
                        callbacks=callbacks)
 
 
@@ -48,9 +48,9 @@ class Sink:
 def test_patience_stops_and_best_and_last_are_chosen_by_fitness(tiny_data, tmp_path, monkeypatch):
     fitness = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2; patience 2 stops after epoch 4
     monkeypatch.setattr(loop, "epoch_fitness", lambda metrics, key, weights=None: next(fitness))
-    w = worker(tiny_data, tmp_path / "run", epochs=10, patience=2)
+    setup = worker(tiny_data, tmp_path / "run", epochs=10, patience=2)
     sink = Sink(tmp_path)
-    state = run_epochs(w, initial_state(w), sink)
+    state = run_epochs(setup, initial_state(setup), sink)
     assert [int(r.metrics["epoch"]) for r in sink.reports] == [1, 2, 3, 4]
     assert [r.stop for r in sink.reports] == [False, False, False, True]
     assert (state.epoch, state.best_epoch, state.best_fitness) == (4, 2, 0.3)
@@ -61,17 +61,17 @@ def test_patience_stops_and_best_and_last_are_chosen_by_fitness(tiny_data, tmp_p
     assert load_checkpoint(tmp_path / "run" / "weights" / "best.pt")["epoch"] == 2
     assert load_checkpoint(tmp_path / "run" / "weights" / "last.pt")["epoch"] == 4
     for report in sink.reports:  # every report holds exactly the documented keys
-        assert set(report.metrics) == set(keys.epoch_keys(w.loss_fn.names))
+        assert set(report.metrics) == set(keys.epoch_keys(setup.loss_fn.names))
     assert tmp_path / "run" / "weights" / "best.pt" in sink.reports[1].changed  # improved at epoch 2
     assert tmp_path / "run" / "weights" / "best.pt" not in sink.reports[2].changed
 
 
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(tiny_data, tmp_path):
-    w = worker(tiny_data, tmp_path / "run", epochs=4, close_mosaic=2)
+    setup = worker(tiny_data, tmp_path / "run", epochs=4, close_mosaic=2)
     calls = []
-    set_epoch = w.train_loader.set_epoch
-    w.train_loader.set_epoch = lambda epoch, mosaic=True: (calls.append((epoch, mosaic)), set_epoch(epoch, mosaic))
-    run_epochs(w, initial_state(w), Sink(tmp_path))
+    set_epoch = setup.train_loader.set_epoch
+    setup.train_loader.set_epoch = lambda epoch, mosaic=True: (calls.append((epoch, mosaic)), set_epoch(epoch, mosaic))
+    run_epochs(setup, initial_state(setup), Sink(tmp_path))
     assert calls == [(1, True), (2, True), (3, False), (4, False)]
 
 
@@ -80,9 +80,9 @@ def test_time_limit_replans_the_schedule(tiny_data, tmp_path, monkeypatch):
     import raytrain.engine.optim
 
     monkeypatch.setattr(raytrain.engine.optim, "epochs_within_time", lambda hours, elapsed, done: 2)
-    w = worker(tiny_data, tmp_path / "run", epochs=50, time=0.001, lrf=0.1, warmup_epochs=0)
+    setup = worker(tiny_data, tmp_path / "run", epochs=50, time=0.001, lrf=0.1, warmup_epochs=0)
     sink = Sink(tmp_path)
-    state = run_epochs(w, initial_state(w), sink)
+    state = run_epochs(setup, initial_state(setup), sink)
     assert state.schedule_epochs == 2 and [int(r.metrics["epoch"]) for r in sink.reports] == [1, 2]
     assert sink.reports[-1].stop
     # Linear decay over the re-planned 2 epochs: epoch 2 (0-based 1) trains at lr0 * (1 - 1/2 * (1 - lrf)) = 0.01 * 0.55
@@ -123,9 +123,9 @@ def record_event(state) -> None:
 
 def test_callbacks_run_in_their_documented_order(tiny_data, tmp_path):
     EVENT_LOG.clear()
-    w = worker(tiny_data, tmp_path / "run", epochs=2, callbacks={e: [record_event] for e in EVENTS})
-    run_epochs(w, initial_state(w), Sink(tmp_path))
-    batches = len(w.train_loader)
+    setup = worker(tiny_data, tmp_path / "run", epochs=2, callbacks={e: [record_event] for e in EVENTS})
+    run_epochs(setup, initial_state(setup), Sink(tmp_path))
+    batches = len(setup.train_loader)
     epoch_events = ["on_train_epoch_start", *["on_train_batch_end"] * batches, "on_train_epoch_end",
                     "on_model_save", "on_fit_epoch_end"]
     assert [e for e, _ in EVENT_LOG] == ["on_train_start", *epoch_events, *epoch_events, "on_train_end"]
@@ -151,12 +151,17 @@ def test_restore_falls_back_to_last_pt_without_a_state_folder(tiny_data, tmp_pat
                                                                metrics={}))
     rows = [{"epoch": e, "time": 10.0 * e, "metrics/mAP50(B)": 0.1 * e} for e in (1, 2, 3)]
     write_results_csv(tmp_path / "run" / "results.csv", rows)  # epoch 3 was written but never saved as a state
-    w = worker(tiny_data, tmp_path / "other", resume=str(last), epochs=5)
-    restored = initial_state(w)
+    setup = worker(tiny_data, tmp_path / "other", resume=str(last), epochs=5)
+    restored = initial_state(setup)
     assert restored.epoch == 2 and restored.best_fitness == 0.5 and restored.best_epoch == 1
     assert restored.train_time == 20.0 and restored.schedule_epochs == 5
     assert [r["epoch"] for r in restored.history] == [1, 2]
-    assert torch.equal(w.model.model[0].conv.weight, trained.model[0].conv.weight)
-    assert torch.equal(w.ema.ema.model[0].conv.weight, trained.model[0].conv.weight)
+    assert torch.equal(setup.model.model[0].conv.weight, trained.model[0].conv.weight)
+    assert torch.equal(setup.ema.ema.model[0].conv.weight, trained.model[0].conv.weight)
     fresh = worker(tiny_data, tmp_path / "fresh")
     assert initial_state(fresh) == RunState(schedule_epochs=3)
+
+
+def test_early_stop():
+    assert not early_stop(5, 1, 5)
+    assert early_stop(6, 1, 5)

@@ -16,8 +16,8 @@ from raytrain.cli import main as cli_main
 from raytrain.config import make_config
 from raytrain.engine.loop import run_epochs
 from raytrain.engine.results import read_results_csv
+from raytrain.engine.setup import setup_rank
 from raytrain.engine.state import initial_state
-from raytrain.engine.train import make_worker
 from raytrain.models import build_model, load_checkpoint
 from raytrain.models.checkpoint import make_checkpoint, save_checkpoint
 
@@ -28,18 +28,18 @@ def _train(tiny_data: Path, save_dir: Path, **overrides):
     cfg = make_config({"data": str(tiny_data), "imgsz": 32, "batch": 4, "nbs": 4, "workers": 0, "device": "cpu",
                        "optimizer": "SGD", "warmup_epochs": 0.5, "close_mosaic": 0, "plots": True,
                        "project": str(save_dir), "epochs": 2, **overrides})
-    w = make_worker(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=save_dir)
-    return w, run_epochs(w, initial_state(w), lambda report: None)
+    setup = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=save_dir)
+    return setup, run_epochs(setup, initial_state(setup), lambda report: None)
 
 
 @pytest.mark.parametrize(("arch", "distance"), [("yolo11n", "dfl_loss"), ("yolo26n", "l1_loss")])
 def test_a_family_trains_and_its_checkpoint_validates_and_predicts(tiny_data, tmp_path, arch, distance, capsys):
     run = tmp_path / "run"
-    w, state = _train(tiny_data, run, model=arch)
-    assert state.epoch == 2 and w.loss_fn.names == ("box_loss", "cls_loss", distance)
+    setup, state = _train(tiny_data, run, model=arch)
+    assert state.epoch == 2 and setup.loss_fn.names == ("box_loss", "cls_loss", distance)
     rows = read_results_csv(run / "results.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert list(rows[0]) == list(keys.results_columns(w.loss_fn.names))
+    assert list(rows[0]) == list(keys.results_columns(setup.loss_fn.names))
     assert (run / "results.png").stat().st_size > 0
     ckpt = load_checkpoint(run / "weights" / "best.pt")
     assert ckpt["arch"] == arch and load_checkpoint(run / "weights" / "last.pt")["epoch"] == 2
@@ -65,8 +65,8 @@ def test_a_converted_checkpoint_fine_tunes_with_frozen_layers(tiny_data, tmp_pat
     torch.manual_seed(3)
     start = build_model("yolo26n", nc=resolve_data(str(tiny_data)).nc)
     converted = save_checkpoint(tmp_path / "yolo26n_converted.pt", make_checkpoint(start))
-    w, _ = _train(tiny_data, tmp_path / "ft", model=str(converted), freeze=23, epochs=1)
-    trainable = {n.split(".")[1] for n, p in w.model.named_parameters() if p.requires_grad}
+    setup, _ = _train(tiny_data, tmp_path / "ft", model=str(converted), freeze=23, epochs=1)
+    trainable = {n.split(".")[1] for n, p in setup.model.named_parameters() if p.requires_grad}
     assert trainable == {"23"}  # freeze=23 keeps only the Detect layer (23 in YOLO11/YOLO26) training
     backbone = "model.0.conv.weight"
-    assert torch.equal(w.model.state_dict()[backbone], start.state_dict()[backbone])  # frozen and transferred
+    assert torch.equal(setup.model.state_dict()[backbone], start.state_dict()[backbone])  # frozen and transferred

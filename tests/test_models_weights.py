@@ -118,7 +118,7 @@ def test_release_asset_is_fetched_once_converted_once_and_trained_from(releases,
     download.unlink()
     assert resolve_weights("yolov8n.pt", key="model") == str(path) and len(requests) == 1
     # On the driver, as fit/tune plan a run: model= becomes the converted file; the worker's model starts from it.
-    from raytrain.engine.train import model_for
+    from raytrain.engine.setup import model_for
     from raytrain.train.plan import resolve_config
 
     cfg = resolve_config(make_config({"model": "yolov8n.pt", "data": "shapes", "device": "cpu"}), gpus_available=0)

@@ -53,7 +53,7 @@ def test_musgd_groups_counted_with_frozen_layers_left_out(tmp_path):
 
 def test_resume_trains_with_the_recorded_choice(tmp_path):
     from raytrain.data import resolve_data
-    from raytrain.engine.train import make_worker
+    from raytrain.engine.setup import setup_rank
     from raytrain.models import build_model, make_checkpoint, save_checkpoint
 
     first = prepare_run(make_config({**TINY, "project": str(tmp_path), "epochs": 3}), gpus_available=0)
@@ -69,9 +69,10 @@ def test_resume_trains_with_the_recorded_choice(tmp_path):
     assert plan.resumed and (plan.optimizer.name, plan.optimizer.lr0, plan.optimizer.iterations) == \
         ("MuSGD", 0.01, 20_000)
     assert json.loads(run_file.read_text())["optimizer"]["name"] == "MuSGD"
-    w = make_worker(plan.cfg, resolve_data(plan.cfg.data), device=torch.device("cpu"), save_dir=plan.save_dir,
+    setup = setup_rank(plan.cfg, resolve_data(plan.cfg.data), device=torch.device("cpu"), save_dir=plan.save_dir,
                     choice=plan.optimizer)
-    assert type(w.optimizer).__name__ == "MuSGD" and w.schedule.lr0 == 0.01 and w.schedule.warmup_bias_lr == 0.0
+    schedule = setup.lr_schedule
+    assert type(setup.optimizer).__name__ == "MuSGD" and schedule.lr0 == 0.01 and schedule.warmup_bias_lr == 0.0
 
 
 def test_trials_csv_and_results_show_the_resolved_optimizer(tmp_path):

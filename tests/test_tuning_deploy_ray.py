@@ -17,8 +17,8 @@ def test_deploy_search_ends_infeasible_trials_before_training(tmp_path: Path, ra
     import optuna
 
     import raytrain
+    from raytrain.commands.results import main as results_main
     from raytrain.tuning.measure import MEASURED_FILE
-    from raytrain.tuning.results import main as results_main
     from raytrain.tuning.search import STUDY_FILE, study_storage
 
     points = [{"model": "yolov8n", "box": 7.5}, {"model": "yolov8s", "box": 7.5}, {"model": "yolov8n", "box": 3.0}]

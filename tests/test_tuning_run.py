@@ -88,6 +88,7 @@ def test_names_and_folders(tmp_path: Path):
 def test_tune_exits_1_when_trials_ended_in_error(tmp_path: Path, monkeypatch, capsys):
     """A search where trials failed (each one's reason is in trials.csv) is a failed command, not exit 0, and its
     last line says how many and the first reason."""
+    from raytrain.commands import tune as command
     from raytrain.tuning import api
 
     ends = []
@@ -95,17 +96,17 @@ def test_tune_exits_1_when_trials_ended_in_error(tmp_path: Path, monkeypatch, ca
         experiment_dir=tmp_path, best_config=None, best_metric=None, metric="fitness", mode="max",
         trials=[{"trial": f"trial_{i}", "end": end, "error": "freeze=23 ..." if end == "error" else ""}
                 for i, end in enumerate(ends)]))
-    monkeypatch.setattr(api, "_print_summary", lambda result: 0)
+    monkeypatch.setattr(command, "_print_summary", lambda result: 0)
     ends[:] = ["error", "error"]
-    assert api.main(["space.yaml"], {}) == 1
+    assert command.main(["space.yaml"], {}) == 1
     err = capsys.readouterr().err
     assert f"Every trial ended in error (first: freeze=23 ...); each one's reason is in the error column of " \
            f"{tmp_path}" in err
     ends[:] = ["error", "completed"]
-    assert api.main(["space.yaml"], {}) == 1
+    assert command.main(["space.yaml"], {}) == 1
     assert "1 of 2 trials ended in error (first: freeze=23 ...)" in capsys.readouterr().err.splitlines()[-1]
     ends[:] = ["completed", "stopped"]
-    assert api.main(["space.yaml"], {}) == 0
+    assert command.main(["space.yaml"], {}) == 0
 
 
 @pytest.fixture(scope="module")

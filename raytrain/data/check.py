@@ -1,18 +1,22 @@
-"""``raytrain check data=...``: check a dataset and print what training would see.
-
-Per split: usable images, backgrounds, instances, skipped files (with reasons) and fixes; then instances per class.
-Exit code 0 when the train and val splits each have a usable image, 1 otherwise (2 for a bad YAML or argument).
-"""
+"""What ``raytrain check data=...`` reports of a dataset (:mod:`raytrain.commands.check` prints it): what training
+would see per split (usable images, backgrounds, instances, skipped files with reasons, fixes), then per class."""
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
-from raytrain.config import make_config
 from raytrain.data.dataset_yaml import DataSpec
 from raytrain.data.labels import SplitIndex, scan_split
 from raytrain.data.resolve import resolve_data
+
+
+def scan_dataset(data: str, single: bool = False) -> tuple[DataSpec, dict[str, SplitIndex]]:
+    """``data=`` resolved and each split scanned leniently (train, val, and test when the YAML has one)."""
+    spec = resolve_data(data)
+    splits = ["train", "val"] + (["test"] if spec.test else [])
+    indexes = {s: scan_split(spec, s, strict=False, warn=False) for s in splits}
+    if single:
+        spec = DataSpec(spec.yaml_file, spec.root, {0: "object"}, spec.train, spec.val, spec.test)
+        indexes = {s: single_cls(ix) for s, ix in indexes.items()}
+    return spec, indexes
 
 
 def summary_table(spec: DataSpec, indexes: dict[str, SplitIndex]) -> str:
@@ -38,39 +42,8 @@ def _aligned(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """Check ``data=`` (or a positional dataset) and print the summary; return 0 when it can be trained on."""
-    if positional and "data" not in args:
-        args = {**args, "data": positional[0]}
-    cfg = make_config(args)
-    spec = resolve_data(cfg.data)
-    splits = ["train", "val"] + (["test"] if spec.test else [])
-    indexes = {s: scan_split(spec, s, strict=False, warn=False) for s in splits}
-    if cfg.single_cls:
-        spec = DataSpec(spec.yaml_file, spec.root, {0: "object"}, spec.train, spec.val, spec.test)
-        indexes = {s: _single_cls(ix) for s, ix in indexes.items()}
-    print(f"Dataset {spec.yaml_file}")
-    print(f"  root {spec.root}, {spec.nc} classes")
-    for s in splits:
-        print(f"  {s}: {', '.join(map(str, spec.sources(s)))}  (cache: {indexes[s].cache_file or 'not written'})")
-    print()
-    print(summary_table(spec, indexes))
-    for title, attr in (("Skipped", "skipped"), ("Fixed", "notes")):
-        items = [(s, f, why) for s, ix in indexes.items() for f, why in getattr(ix, attr)]
-        if items:
-            print(f"\n{title} ({len(items)}):")
-            for s, f, why in items:
-                print(f"  {s}  {f}: {why}")
-    empty = [s for s in ("train", "val") if not indexes[s].images]
-    if empty:
-        print(f"\nraytrain check: not usable: no usable image in {' and '.join(empty)}.", file=sys.stderr)
-        return 1
-    print(f"\nOK: {spec.yaml_file.name} is usable ({indexes['train'].images} train, {indexes['val'].images} val "
-          f"images).")
-    return 0
-
-
-def _single_cls(index: SplitIndex) -> SplitIndex:
+def single_cls(index: SplitIndex) -> SplitIndex:
+    """The split with every label's class set to 0 (``single_cls=True``)."""
     from dataclasses import replace
 
     from raytrain.data.labels import ImageRecord
@@ -81,3 +54,6 @@ def _single_cls(index: SplitIndex) -> SplitIndex:
         labels[:, 0] = 0
         records.append(ImageRecord(r.im_file, r.shape, labels))
     return replace(index, names={0: "object"}, records=records)
+
+
+__all__ = ["scan_dataset", "single_cls", "summary_table"]

@@ -6,7 +6,7 @@ user callbacks in their documented order, ``patience``, the ``time=`` re-plan, p
 trackers. Every epoch it writes the full training state into a fresh folder and calls ``report(EpochReport)``; the
 folder exists only during that call, so the sink copies what it keeps (Ray Train uploads it as a checkpoint).
 
-Each rank of a data-parallel run calls :func:`run_epochs` with its own :class:`raytrain.engine.train.Worker`; the
+Each rank of a data-parallel run calls :func:`run_epochs` with its own :class:`raytrain.engine.setup.RankSetup`; the
 decisions every rank must agree on (stop, a re-planned schedule) come from rank 0, and only rank 0 writes files,
 logs, runs callbacks and gets a state folder. Tests and ``bench/throughput.py`` call it directly.
 """
@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from raytrain import keys
+from raytrain.engine.epoch import train_one_epoch
 from raytrain.engine.hyper import apply_values, read_schedule, values_at
 from raytrain.engine.optim import current_lrs
+from raytrain.engine.ranks import from_rank0, mean_over_ranks
+from raytrain.engine.setup import RankSetup
 from raytrain.engine.state import RunState, checkpoint_dict, save_state
-from raytrain.engine.train import Worker, from_rank0, mean_over_ranks, train_one_epoch
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -52,11 +54,11 @@ class EpochReport:
 Report = Callable[[EpochReport], None]
 
 
-def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = None) -> RunState:
+def run_epochs(setup: RankSetup, state: RunState, report: Report, *, trackers: Any = None) -> RunState:
     """Train from ``state.epoch + 1`` until the schedule ends, ``patience`` runs out or the time limit is reached.
 
     Args:
-        w: this rank's model, data, optimizer and schedule (the model DDP-wrapped when ``w.world > 1``).
+        setup: this rank's model, data, optimizer and schedule (the model DDP-wrapped when ``setup.world > 1``).
         state: where the run stands (:func:`raytrain.engine.state.initial_state`); updated in place and returned.
         report: called once per epoch on every rank, with the same metrics on every rank.
         trackers: rank 0's experiment trackers (``log_epoch``, ``log_summary``, ``finish``), or None.
@@ -64,77 +66,79 @@ def run_epochs(w: Worker, state: RunState, report: Report, *, trackers: Any = No
     Returns:
         ``state`` after the last epoch.
     """
-    cfg, nb = w.cfg, len(w.train_loader)
-    if w.rank == 0 and state.epoch == 0:
+    cfg, nb = setup.cfg, len(setup.train_loader)
+    if setup.rank == 0 and state.epoch == 0:
         LOGGER.info("Training %s on %d %s worker(s): global batch %d, %d batches per epoch per worker, %d epochs, "
-                    "imgsz %d. Run folder: %s", cfg.model, w.world, w.device.type, w.global_batch, nb,
-                    state.schedule_epochs, cfg.imgsz, w.save_dir)
-    w.emit("on_train_start", state, epoch=state.epoch, metrics=state.history[-1] if state.history else {})
+                    "imgsz %d. Run folder: %s", cfg.model, setup.world, setup.device.type, setup.global_batch, nb,
+                    state.schedule_epochs, cfg.imgsz, setup.save_dir)
+    setup.emit("on_train_start", state, epoch=state.epoch, metrics=state.history[-1] if state.history else {})
     last_step = state.epoch * nb - 1
     stop = state.epoch >= state.schedule_epochs
     replay = read_schedule(cfg.schedule) if cfg.schedule else None  # schedule=: per-epoch hyperparameters
     while not stop:
         epoch, started = state.epoch + 1, time.perf_counter()  # epochs from 1
-        scheduled = replay_epoch(w, replay, epoch) if replay else {}
+        scheduled = replay_epoch(setup, replay, epoch) if replay else {}
         mosaic = not (cfg.close_mosaic and epoch > state.schedule_epochs - cfg.close_mosaic)
         if not mosaic and epoch == state.schedule_epochs - cfg.close_mosaic + 1:
             LOGGER.info("Closing mosaic for the last %d epochs.", cfg.close_mosaic)
-        w.train_loader.set_epoch(epoch, mosaic=mosaic)
-        w.loss_fn = w.loss_fn.at_epoch(epoch, state.schedule_epochs)  # YOLO26's branch weights follow the epoch
-        w.emit("on_train_epoch_start", state, epoch=epoch)
-        result = train_one_epoch(w.model, w.train_loader, w.optimizer, w.loss_fn, device=w.device, epoch=epoch - 1,
-                                 schedule=dataclasses.replace(w.schedule, epochs=state.schedule_epochs), ema=w.ema,
-                                 scaler=w.scaler, amp=w.amp, world_size=w.world, iteration=(epoch - 1) * nb,
-                                 last_step=last_step, on_batch_end=_on_batch_end(w, state, epoch, nb))
+        setup.train_loader.set_epoch(epoch, mosaic=mosaic)
+        setup.loss_fn = setup.loss_fn.at_epoch(epoch, state.schedule_epochs)  # YOLO26's branch weights follow the epoch
+        setup.emit("on_train_epoch_start", state, epoch=epoch)
+        result = train_one_epoch(setup.model, setup.train_loader, setup.optimizer, setup.loss_fn, device=setup.device,
+                                 epoch=epoch - 1,
+                                 lr_schedule=dataclasses.replace(setup.lr_schedule, epochs=state.schedule_epochs),
+                                 ema=setup.ema, scaler=setup.scaler, amp=setup.amp, world_size=setup.world,
+                                 iteration=(epoch - 1) * nb, last_step=last_step,
+                                 on_batch_end=_on_batch_end(setup, state, epoch, nb))
         last_step = result.last_step
         losses = mean_over_ranks(result.losses.clone()).tolist()
-        row = {keys.EPOCH: epoch, **dict(zip(keys.train_loss_keys(w.loss_fn.names), losses, strict=True)),
-               **current_lrs(w.optimizer), keys.TRAIN_SECONDS: result.seconds, **scheduled}
+        row = {keys.EPOCH: epoch, **dict(zip(keys.train_loss_keys(setup.loss_fn.names), losses, strict=True)),
+               **current_lrs(setup.optimizer), keys.TRAIN_SECONDS: result.seconds, **scheduled}
         if state.continued_from:  # the first epoch on another run's state: trackers show where it came from
             row.update(exploit_fields(state.continued_from))
             state.continued_from = ""
-        w.emit("on_train_epoch_end", state, epoch=epoch, metrics=row)
+        setup.emit("on_train_epoch_end", state, epoch=epoch, metrics=row)
         # Decisions every rank must agree on (or the collective calls below would hang) come from rank 0.
         if cfg.time:
-            state.schedule_epochs = _epochs_within_time(w, state, epoch, started)
+            state.schedule_epochs = _epochs_within_time(setup, state, epoch, started)
         final = epoch >= state.schedule_epochs
-        metrics = validate(w) if cfg.val or final else None  # every rank validates its shard
+        metrics = validate(setup) if cfg.val or final else None  # every rank validates its shard
         # No validation: the lower loss is fitter.
         fit = epoch_fitness(metrics, cfg.fitness, cfg.fitness_weights) if metrics else -sum(losses)
         improved = state.best_fitness is None or fit >= state.best_fitness
         if improved:
             state.best_fitness, state.best_epoch = fit, epoch
-        stop = bool(from_rank0([float(final or early_stop(epoch, state.best_epoch, cfg.patience))], w.device)[0])
+        stop = bool(from_rank0([float(final or early_stop(epoch, state.best_epoch, cfg.patience))], setup.device)[0])
         if stop and not final:
             LOGGER.info("Stopping early: no fitness improvement in the last %d epochs (best %.4f at epoch %d; "
                         "patience=%d).", epoch - state.best_epoch, state.best_fitness, state.best_epoch, cfg.patience)
         if stop and metrics is None:
-            metrics = validate(w)
-        row.update(metrics or dict.fromkeys(keys.val_keys(w.loss_fn.names), 0.0))
+            metrics = validate(setup)
+        row.update(metrics or dict.fromkeys(keys.val_keys(setup.loss_fn.names), 0.0))
         row[keys.FITNESS] = fit
         state.epoch, seconds = epoch, time.perf_counter() - started
         state.train_time += seconds
         row.update({keys.TIME: state.train_time, keys.EPOCH_SECONDS: seconds})
         state.history.append(dict(row))
-        if w.rank == 0:
-            _finish_epoch(w, state, row, report, improved=improved, stop=stop, trackers=trackers)
+        if setup.rank == 0:
+            _finish_epoch(setup, state, row, report, improved=improved, stop=stop, trackers=trackers)
         else:
             report(EpochReport({k: float(v) for k, v in row.items()}, stop=stop))
-    w.emit("on_train_end", state, epoch=state.epoch, metrics=state.history[-1] if state.history else {})
+    setup.emit("on_train_end", state, epoch=state.epoch, metrics=state.history[-1] if state.history else {})
     if trackers is not None:
         best = next((r for r in state.history if r[keys.EPOCH] == state.best_epoch), None)
         trackers.log_summary({**(best or {}), "best_epoch": state.best_epoch})
     return state
 
 
-def replay_epoch(w: Worker, replay: dict[int, dict[str, float]], epoch: int) -> dict[str, float]:
-    """Apply the ``schedule=`` values in force at ``epoch`` (from 1) to ``w``; returns them as ``hyp/KEY`` row fields.
+def replay_epoch(setup: RankSetup, replay: dict[int, dict[str, float]], epoch: int) -> dict[str, float]:
+    """Apply the ``schedule=`` values in force at ``epoch`` (from 1) to ``setup``; returns them as ``hyp/KEY`` fields.
 
     Every epoch, not only where the file changes a value: a resumed run gets its epoch's values back.
     """
     values = values_at(replay, epoch)
-    changed = apply_values(w, values)
-    if changed and w.rank == 0:
+    changed = apply_values(setup, values)
+    if changed and setup.rank == 0:
         LOGGER.info("Epoch %d: schedule sets %s.", epoch, ", ".join(f"{k}={v:g}" for k, v in changed.items()))
     return {f"hyp/{k}": v for k, v in values.items()}
 
@@ -159,60 +163,61 @@ def epoch_fitness(metrics: dict[str, float], key: str, weights: dict[str, float]
     return float(fitness(metrics, key=key, weights=weights))
 
 
-def validate(w: Worker) -> dict[str, float]:
+def validate(setup: RankSetup) -> dict[str, float]:
     """Validate the EMA weights; every rank takes part (``evaluate`` gathers the shards' matches)."""
     from raytrain.engine.validate import evaluate
 
-    result = evaluate(w.ema.ema, w.val_loader, device=w.device, names=w.names, iou=w.cfg.iou,
-                      max_det=w.cfg.max_det, loss_fn=w.loss_fn, nms=w.cfg.nms)
-    return {k: float(result.metrics.get(k, 0.0)) for k in keys.val_keys(w.loss_fn.names)}
+    result = evaluate(setup.ema.ema, setup.val_loader, device=setup.device, names=setup.names, iou=setup.cfg.iou,
+                      max_det=setup.cfg.max_det, loss_fn=setup.loss_fn, nms=setup.cfg.nms)
+    return {k: float(result.metrics.get(k, 0.0)) for k in keys.val_keys(setup.loss_fn.names)}
 
 
-def _epochs_within_time(w: Worker, state: RunState, epoch: int, started: float) -> int:
+def _epochs_within_time(setup: RankSetup, state: RunState, epoch: int, started: float) -> int:
     """Rank 0's answer (shared with every rank) to: how many epochs fit in ``time=`` hours?"""
     from raytrain.engine.optim import epochs_within_time
 
-    fits = epochs_within_time(w.cfg.time, state.train_time + time.perf_counter() - started, epoch)
-    fits = int(from_rank0([float(fits)], w.device)[0])
+    fits = epochs_within_time(setup.cfg.time, state.train_time + time.perf_counter() - started, epoch)
+    fits = int(from_rank0([float(fits)], setup.device)[0])
     if fits != state.schedule_epochs:
-        LOGGER.info("time=%gh: %d epochs fit; the learning-rate schedule now spans %d epochs.", w.cfg.time, fits, fits)
+        LOGGER.info("time=%gh: %d epochs fit; the learning-rate schedule now spans %d epochs.", setup.cfg.time, fits,
+                    fits)
     return fits
 
 
-def _on_batch_end(w: Worker, state: RunState, epoch: int, batches: int) -> Callable[[int, Any], None] | None:
+def _on_batch_end(setup: RankSetup, state: RunState, epoch: int, batches: int) -> Callable[[int, Any], None] | None:
     """Rank 0's per-batch hook: the ``on_train_batch_end`` callbacks and, in a terminal, a progress bar."""
-    if w.rank != 0:
+    if setup.rank != 0:
         return None
-    progress = _batch_progress(epoch, state.schedule_epochs, batches) if w.interactive else None
+    progress = _batch_progress(epoch, state.schedule_epochs, batches) if setup.interactive else None
 
     def on_batch_end(i: int, losses: Any) -> None:
         if progress is not None:
             progress(i, losses)
-        w.emit("on_train_batch_end", state, epoch=epoch, batch=i,
-               metrics=dict(zip(keys.train_loss_keys(w.loss_fn.names), losses.tolist(), strict=True)))
+        setup.emit("on_train_batch_end", state, epoch=epoch, batch=i,
+               metrics=dict(zip(keys.train_loss_keys(setup.loss_fn.names), losses.tolist(), strict=True)))
 
     return on_batch_end
 
 
-def _finish_epoch(w: Worker, state: RunState, row: dict[str, float], report: Report, *, improved: bool, stop: bool,
-                  trackers: Any) -> None:
+def _finish_epoch(setup: RankSetup, state: RunState, row: dict[str, float], report: Report, *, improved: bool,
+                  stop: bool, trackers: Any) -> None:
     """Rank 0: write the run folder (csv, png, last/best), report the metrics with the full state, then log them to
     the trackers."""
     from raytrain.engine.results import plot_results, write_results_csv
 
-    epoch, cfg, save_dir = int(row[keys.EPOCH]), w.cfg, w.save_dir
+    epoch, cfg, save_dir = int(row[keys.EPOCH]), setup.cfg, setup.save_dir
     write_results_csv(save_dir / "results.csv", state.history)
     changed = [save_dir / "results.csv"]
     if cfg.plots:
         changed.append(plot_results(save_dir / "results.csv"))
-    small = checkpoint_dict(w.model, w.ema, w.names, state=state, cfg=cfg, metrics=row)
+    small = checkpoint_dict(setup.model, setup.ema, setup.names, state=state, cfg=cfg, metrics=row)
     changed += save_weights(save_dir, small, improved=improved, epoch=epoch, save_period=cfg.save_period)
-    w.emit("on_model_save", state, epoch=epoch, metrics=row)
+    setup.emit("on_model_save", state, epoch=epoch, metrics=row)
     eta = 0.0 if stop else (state.schedule_epochs - epoch) * state.train_time / len(state.history)
     LOGGER.info(_progress_line(epoch, state.schedule_epochs, row, row[keys.EPOCH_SECONDS], eta))
-    w.emit("on_fit_epoch_end", state, epoch=epoch, metrics=row)
+    setup.emit("on_fit_epoch_end", state, epoch=epoch, metrics=row)
     with tempfile.TemporaryDirectory(prefix="raytrain-state-") as folder:
-        save_state(Path(folder), w, state, row)
+        save_state(Path(folder), setup, state, row)
         report(EpochReport({k: float(v) for k, v in row.items()}, Path(folder), changed, stop))
     # Logged once the epoch's state is saved: a run restarted from its last state (which trackers are told of) never
     # logs an epoch twice. (A trial Tune stops inside its report never gets here: the driver logs that epoch.)

@@ -119,7 +119,7 @@ def _group(kind: str, lr_scale: float, members: list[tuple[str, nn.Parameter]]) 
 def build_optimizer(model: nn.Module, name: str, *, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     """The optimizer ``name`` (a row of :data:`raytrain.optimizers.OPTIMIZERS`) over :func:`param_groups`.
 
-    Every group carries ``name`` (its kind), ``lr_scale`` and ``lr = 0``: :func:`apply_schedule` sets each group's
+    Every group carries ``name`` (its kind), ``lr_scale`` and ``lr = 0``: :func:`apply_lr_schedule` sets each group's
     learning rate before every step, so no lr is given here. ``momentum`` is SGD/RMSProp/MuSGD momentum or the
     Adam-family ``beta1``; ``weight_decay`` applies to the ``weight`` and ``muon`` groups.
     """
@@ -185,7 +185,7 @@ def _interp(x: float, x1: float, y0: float, y1: float) -> float:
 
 
 @dataclass(frozen=True)
-class Schedule:
+class LRSchedule:
     """Everything that decides the learning rate, momentum and accumulation at an iteration."""
 
     lr0: float
@@ -222,7 +222,7 @@ class Schedule:
         return max(1, round(_interp(iteration, self.warmup_iters, 1.0, full)))
 
 
-def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, iteration: int, epoch: int) -> None:
+def apply_lr_schedule(optimizer: torch.optim.Optimizer, schedule: LRSchedule, iteration: int, epoch: int) -> None:
     """Set every group's ``lr`` (and ``momentum`` where the optimizer has one) for this iteration."""
     momentum = schedule.momentum_at(iteration)
     for group in optimizer.param_groups:
@@ -267,7 +267,7 @@ def resolve_choice(cfg: Config, model: nn.Module, *, nc: int, train_images: int,
 
 
 def make_optimizer(model: nn.Module, cfg: Config, choice: OptimizerChoice, *, batch: int,
-                   batches: int) -> tuple[torch.optim.Optimizer, Schedule]:
+                   batches: int) -> tuple[torch.optim.Optimizer, LRSchedule]:
     """The optimizer and schedule a rank trains with.
 
     Args:
@@ -284,7 +284,7 @@ def make_optimizer(model: nn.Module, cfg: Config, choice: OptimizerChoice, *, ba
     optimizer = build_optimizer(model, choice.name, momentum=choice.momentum, weight_decay=decay)
     warmup = warmup_iterations(cfg.warmup_epochs, cfg.epochs, batches)
     warmed = warmup > 0 and OPTIMIZERS[choice.name].momentum == "momentum"
-    schedule = Schedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=cfg.epochs, cos=cfg.cos_lr, warmup_iters=warmup,
+    schedule = LRSchedule(lr0=choice.lr0, lrf=cfg.lrf, epochs=cfg.epochs, cos=cfg.cos_lr, warmup_iters=warmup,
                         warmup_bias_lr=choice.warmup_bias_lr, warmup_momentum=cfg.warmup_momentum,
                         momentum=cfg.momentum if warmed else choice.momentum, nbs=cfg.nbs, batch=batch)
     return optimizer, schedule

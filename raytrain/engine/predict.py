@@ -1,4 +1,4 @@
-"""``raytrain predict``: detect objects in an image or a folder, draw them, and write ``predictions.json``.
+"""Prediction: detect objects in an image, draw them, and the ``predictions.json`` rows (``raytrain predict``).
 
 Images are read and letterboxed exactly as the validation split is (:mod:`raytrain.data.images`,
 :func:`raytrain.data.augment.letterbox`), so a checkpoint predicts on a file what it scored on it in ``raytrain val``.
@@ -6,7 +6,6 @@ Images are read and letterboxed exactly as the validation split is (:mod:`raytra
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,51 +104,3 @@ def detections_json(file: Path, shape: tuple[int, int], det: torch.Tensor, names
             for row in det.tolist()
         ],
     }
-
-
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain predict model=CKPT source=FILE|FOLDER [imgsz conf iou max_det project name]``."""
-    import cv2
-
-    from raytrain.config import ConfigError, make_config
-    from raytrain.data import DatasetError, load_image
-    from raytrain.engine.devices import select_device
-    from raytrain.export.load import open_model
-    from raytrain.files import next_run_dir
-    from raytrain.models.weights import resolve_weights
-
-    if "source" not in args and positional:
-        args = {**args, "source": positional[0]}
-    if "model" not in args:
-        raise ConfigError("raytrain predict needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    args = {**args, "model": resolve_weights(str(args["model"]), key="model")}  # yolo26n.pt: fetched, converted once
-    opened = open_model(args["model"])  # a checkpoint or an exported .onnx/OpenVINO/.torchscript; one-line errors
-    base = {"name": "predict", **({"imgsz": opened.trained["imgsz"]} if "imgsz" in opened.trained else {})}
-    cfg = make_config(base, args, where=["checkpoint", "arguments"])
-    if not cfg.source:
-        raise ConfigError("raytrain predict needs source=IMAGE or source=FOLDER.")
-    files = list_images(cfg.source)
-    device = select_device(cfg.device)
-    model = opened.model(device, cfg.imgsz)
-    names = list(getattr(model, "names", None) or [str(i) for i in range(model.nc)])
-    conf = 0.25 if cfg.conf is None else cfg.conf
-    save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for file in files:
-        try:
-            image_rgb = load_image(str(file))
-        except DatasetError:
-            LOGGER.warning("Skipping %s: not a readable image.", file)
-            continue
-        det = predict_image(model, image_rgb, imgsz=cfg.imgsz, device=device, conf=conf, iou=cfg.iou,
-                            max_det=cfg.max_det, nms=cfg.nms)
-        image_bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(save_dir / file.name), draw_detections(image_bgr, det, names))
-        results.append(detections_json(file, image_rgb.shape[:2], det, names))
-        counts = np.bincount(det[:, 5].long().numpy(), minlength=len(names)) if len(det) else np.zeros(0, int)
-        found = ", ".join(f"{n} {names[c] if c < len(names) else c}" for c, n in enumerate(counts) if n)
-        LOGGER.info("%s: %s", file.name, found or "no detections")
-    (save_dir / "predictions.json").write_text(json.dumps(results, indent=1))
-    print(f"{len(results)} images, {sum(len(r['detections']) for r in results)} detections; saved to {save_dir}")
-    return 0

@@ -53,32 +53,32 @@ def checkpoint_dict(model: Any, ema: Any, names: list[str], *, state: RunState, 
                            **common)
 
 
-def save_state(folder: Path, w: Any, state: RunState, metrics: dict[str, float]) -> None:
-    """Write the full training state of worker ``w`` (a :class:`raytrain.engine.train.Worker`) into ``folder``."""
+def save_state(folder: Path, setup: Any, state: RunState, metrics: dict[str, float]) -> None:
+    """Write the full training state of rank ``setup`` (a :class:`raytrain.engine.setup.RankSetup`) into ``folder``."""
     from raytrain.files import atomic_write
     from raytrain.models.checkpoint import save_checkpoint
 
-    full = checkpoint_dict(w.model, w.ema, w.names, state=state, cfg=w.cfg, metrics=metrics, optimizer=w.optimizer,
-                           scaler=w.scaler)
+    full = checkpoint_dict(setup.model, setup.ema, setup.names, state=state, cfg=setup.cfg, metrics=metrics,
+                           optimizer=setup.optimizer, scaler=setup.scaler)
     save_checkpoint(Path(folder) / STATE_FILE, full)
     atomic_write(Path(folder) / HISTORY_FILE, json.dumps(asdict(state)))
 
 
-def restore_state(w: Any, folder: Path) -> RunState:
-    """Load a state folder into ``w``'s (unwrapped) model, EMA, optimizer and scaler; return its :class:`RunState`."""
+def restore_state(setup: Any, folder: Path) -> RunState:
+    """Load a state folder into ``setup``'s (unwrapped) model, EMA, optimizer and scaler; return its state."""
     from raytrain.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(Path(folder) / STATE_FILE)
     state = RunState(**json.loads((Path(folder) / HISTORY_FILE).read_text()))
-    w.model.load_state_dict(ckpt["model"])
-    w.ema.load(ckpt["ema"], ckpt["ema_updates"])
-    w.optimizer.load_state_dict(ckpt["optimizer"])
+    setup.model.load_state_dict(ckpt["model"])
+    setup.ema.load(ckpt["ema"], ckpt["ema_updates"])
+    setup.optimizer.load_state_dict(ckpt["optimizer"])
     # The loaded groups carry the saving run's momentum and weight decay; this run's own values apply from here.
-    reapply_after_restore(w)
-    if ckpt.get("scaler") and w.scaler.is_enabled():
-        w.scaler.load_state_dict(ckpt["scaler"])
+    reapply_after_restore(setup)
+    if ckpt.get("scaler") and setup.scaler.is_enabled():
+        setup.scaler.load_state_dict(ckpt["scaler"])
     source = str((ckpt.get("config") or {}).get("name") or "")
-    if source and source != w.cfg.name:
+    if source and source != setup.cfg.name:
         state.continued_from = source
         LOGGER.info("Continuing from %s's state after epoch %d (model, EMA, optimizer, schedule position) with this "
                     "run's hyperparameters.", source, state.epoch)
@@ -87,7 +87,7 @@ def restore_state(w: Any, folder: Path) -> RunState:
     return state
 
 
-def restore_from_weights(w: Any, last: str | Path) -> RunState:
+def restore_from_weights(setup: Any, last: str | Path) -> RunState:
     """Continue from ``weights/last.pt`` when the run's state folders are gone: weights, EMA, epoch, best fitness and
     history come back; the optimizer state starts fresh (``last.pt`` does not hold it), with a warning."""
     from raytrain.engine.results import read_results_csv
@@ -95,8 +95,8 @@ def restore_from_weights(w: Any, last: str | Path) -> RunState:
 
     last = Path(last)
     ckpt = load_checkpoint(last)
-    w.model.load_state_dict(ckpt["model"])
-    w.ema.load(ckpt["model"], ckpt["ema_updates"])
+    setup.model.load_state_dict(ckpt["model"])
+    setup.ema.load(ckpt["model"], ckpt["ema_updates"])
     csv, best = last.parents[1] / "results.csv", last.parent / "best.pt"
     history = [r for r in read_results_csv(csv) if r["epoch"] <= ckpt["epoch"]] if csv.is_file() else []
     LOGGER.warning("No saved training state for this run: resuming from %s after epoch %d with a fresh optimizer "
@@ -106,17 +106,17 @@ def restore_from_weights(w: Any, last: str | Path) -> RunState:
                     train_time=history[-1]["time"] if history else 0.0, history=history)
 
 
-def initial_state(w: Any, state_folder: Path | None = None) -> RunState:
+def initial_state(setup: Any, state_folder: Path | None = None) -> RunState:
     """The state a run starts from: a state folder (restart or resume), else ``resume=last.pt``, else a new run.
 
     ``schedule_epochs`` is set here: the run's ``epochs``, unless a ``time=`` limit already re-planned it.
     """
     if state_folder is not None:
-        state = restore_state(w, state_folder)
-    elif isinstance(w.cfg.resume, str):
-        state = restore_from_weights(w, w.cfg.resume)
+        state = restore_state(setup, state_folder)
+    elif isinstance(setup.cfg.resume, str):
+        state = restore_from_weights(setup, setup.cfg.resume)
     else:
         state = RunState()
-    if not w.cfg.time or not state.schedule_epochs:
-        state.schedule_epochs = w.cfg.epochs
+    if not setup.cfg.time or not state.schedule_epochs:
+        state.schedule_epochs = setup.cfg.epochs
     return state

@@ -1,4 +1,4 @@
-"""Validation: ``evaluate`` (model + loader -> COCO metrics, used by training on every rank) and ``raytrain val``.
+"""Validation: ``evaluate`` (model + loader -> COCO metrics), used by training on every rank and ``raytrain val``.
 
 Matching happens in the original image frame: detections and ground truth are both mapped back through the
 letterbox (``scale_boxes``, clipped to the image), which is also the frame of ``predictions.json``, so the metrics
@@ -7,7 +7,6 @@ printed here are what pycocotools computes from that file against the original l
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,51 +207,3 @@ def format_table(metrics: Mapping[str, float], per_class: Sequence[Mapping[str, 
         lines += [row.format(str(r["name"])[:20], r["images"], r["instances"], r["precision"], r["recall"],
                              r["mAP50"], r["mAP50-95"]) for r in per_class]
     return "\n".join(lines)
-
-
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain val model=CKPT data=DATA [imgsz batch conf iou nms split save_json project name]``."""
-    import os
-
-    from raytrain.config import ConfigError, make_config
-    from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
-    from raytrain.engine.devices import select_device
-    from raytrain.export.load import open_model
-    from raytrain.files import next_run_dir
-    from raytrain.models.weights import resolve_weights
-
-    if "model" not in args and positional:
-        args = {**args, "model": positional[0]}
-    if "model" not in args:
-        raise ConfigError("raytrain val needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    args = {**args, "model": resolve_weights(str(args["model"]), key="model")}  # yolo26n.pt: fetched, converted once
-    opened = open_model(args["model"])  # a checkpoint or an exported .onnx/OpenVINO/.torchscript; one-line errors
-    # Unless given, validate on the dataset and image size the checkpoint was trained (or the file exported) with.
-    base = {"name": "val", **opened.trained}
-    cfg = make_config(base, args, where=["checkpoint", "arguments"])
-    device = select_device(cfg.device)
-    model = opened.model(device, cfg.imgsz)
-    spec = resolve_data(cfg.data)
-    dataset = YoloDataset(scan_split(spec, cfg.split), cfg.imgsz, augment=False, hyp=cfg)
-    if len(dataset.names) != model.nc:
-        raise ConfigError(f"data={cfg.data} has {len(dataset.names)} classes (single_cls={cfg.single_cls}) but "
-                          f"model={cfg.model} predicts {model.nc}.")
-    names = [dataset.names[i] for i in range(model.nc)]
-    batch = cfg.batch if cfg.batch > 0 else 16
-    loader = build_dataloader(dataset, batch, shuffle=False, workers=min(cfg.workers, os.cpu_count() or 1),
-                              seed=cfg.seed)
-    conf = 0.001 if cfg.conf is None else cfg.conf
-    result = evaluate(model, loader, device=device, names=names, conf=conf, iou=cfg.iou, max_det=cfg.max_det,
-                      save_json=cfg.save_json, nms=cfg.nms)
-    save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    print(format_table(result.metrics, result.per_class, len(dataset), cfg.verbose))
-    print("Speed: " + ", ".join(f"{v:.1f} ms {k}" for k, v in result.speed.items() if k != "loss") + " per image")
-    summary = {"model": str(Path(cfg.model).expanduser().resolve()), "data": str(spec.yaml_file), "split": cfg.split,
-               "imgsz": cfg.imgsz, "conf": conf, "iou": cfg.iou, "images": len(dataset), **result.metrics,
-               "per_class": result.per_class, "speed": result.speed}
-    (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    if result.predictions is not None:
-        (save_dir / "predictions.json").write_text(json.dumps(result.predictions))
-    LOGGER.info("Results saved to %s", save_dir)
-    return 0

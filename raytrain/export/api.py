@@ -1,4 +1,4 @@
-"""``raytrain export model=best.pt format=onnx|openvino|torchscript``: write, then run the file once and compare.
+"""Export: write a checkpoint as ONNX, OpenVINO or TorchScript, then run the file once and compare with PyTorch.
 
 Every refusal (not a checkpoint, unknown format, bad imgsz, half on the CPU, ``nms`` the model cannot honour, a
 missing extra) happens before anything is written, as one line (exit 2).
@@ -176,14 +176,3 @@ def export(model: str | Path, *, out_dir: str | Path | None = None, **args: Any)
 def file_size(path: Path) -> int:
     """Bytes of a file, or of every file in a folder (OpenVINO's .xml + .bin)."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain export model=best.pt format=onnx [imgsz half dynamic batch opset simplify nms device]``."""
-    if "model" not in args and positional:
-        args = {**args, "model": positional[0]}
-    result = export(args.pop("model", ""), **args)
-    size = file_size(result.path) / 1e6
-    print(f"{result.meta.format}: {result.path} ({size:.1f} MB), output {result.meta.describe()}; run once on a "
-          f"fixed {'x'.join(map(str, result.check_shape))} input and compared with PyTorch: {result.check.describe()}")
-    return 0 if result.check.ok else 1

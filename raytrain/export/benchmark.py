@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import csv
 import logging
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -46,14 +45,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _split_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(benchmark's own typed arguments, the Config arguments)."""
+def benchmark_args(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(benchmark's own typed arguments, threads filled in; the Config arguments)."""
     own = {k: coerce_value(k, args[k], hint) if k in args else default for k, (hint, default) in EXTRA.items()}
     unknown = [f for f in own["formats"] if f != "pt" and f not in FORMATS]
     if unknown:
         raise ConfigError(f"formats={','.join(own['formats'])}: {unknown[0]} is not one of pt, {', '.join(FORMATS)}.")
     if own["runs"] < 1 or (own["threads"] is not None and own["threads"] < 1):
         raise ConfigError(f"runs={own['runs']} threads={own['threads']}: both must be at least 1.")
+    own["threads"] = own["threads"] or torch.get_num_threads()
     return own, {k: v for k, v in args.items() if k not in EXTRA}
 
 
@@ -80,36 +80,15 @@ def _row(fmt: str, path: Path, model: Any, loader: Any, names: list[str], x: tor
             "threads": own["threads"], "runs": own["runs"], "error": ""}
 
 
-def benchmark(model: str, **args: Any) -> tuple[list[dict[str, Any]], Path]:
-    """Export ``model`` (a checkpoint) to each format into the benchmark folder and measure each; returns the rows
-    (see :data:`COLUMNS`) and the folder holding the exports and ``benchmark.csv``."""
-    from raytrain.config import make_config
-    from raytrain.data import YoloDataset, build_dataloader, resolve_data, scan_split
-    from raytrain.engine.devices import select_device
+def measure(model: Path, pt: Any, data: Any, cfg: Any, own: dict[str, Any], device: torch.device,
+            save_dir: Path) -> list[dict[str, Any]]:
+    """Export the checkpoint ``model`` (open as ``pt``) to each of ``own["formats"]`` into ``save_dir``, measure each
+    on ``data`` (a :class:`raytrain.commands.common.ValData`), write ``benchmark.csv``; returns the rows (see
+    :data:`COLUMNS`). ``own``: benchmark's own arguments (:func:`benchmark_args`), threads set."""
     from raytrain.export.api import export
-    from raytrain.export.load import open_model
     from raytrain.export.runners import load_exported
-    from raytrain.files import next_run_dir
 
-    own, config_args = _split_args(args)
-    own["threads"] = own["threads"] or torch.get_num_threads()
-    opened = open_model(str(model))
-    if opened.meta is not None:
-        raise ConfigError(f"model={model}: benchmark exports the checkpoint itself; give the .pt.")
-    base = {"name": "benchmark", "project": "runs/benchmark", **opened.trained}
-    cfg = make_config(base, {**config_args, "model": str(model)}, where=["checkpoint", "arguments"])
-    device = select_device(cfg.device)
-    spec = resolve_data(cfg.data)
-    dataset = YoloDataset(scan_split(spec, cfg.split), cfg.imgsz, augment=False, hyp=cfg)
-    pt = opened.model(device, cfg.imgsz)
-    if len(dataset.names) != pt.nc:
-        raise ConfigError(f"data={cfg.data} has {len(dataset.names)} classes but model={model} predicts {pt.nc}.")
-    names = [dataset.names[i] for i in range(pt.nc)]
-    loader = build_dataloader(dataset, cfg.batch if cfg.batch > 0 else 16, shuffle=False,
-                              workers=min(cfg.workers, os.cpu_count() or 1), seed=cfg.seed)
-    x = (dataset[0]["img"][None].float() / 255).to(device)  # the one fixed image every format is timed on
-    save_dir = next_run_dir(Path(cfg.project).expanduser().resolve(), cfg.name, cfg.exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    x = (data.dataset[0]["img"][None].float() / 255).to(device)  # the one fixed image every format is timed on
     rows = []
     previous = torch.get_num_threads()
     torch.set_num_threads(own["threads"])
@@ -126,7 +105,7 @@ def benchmark(model: str, **args: Any) -> tuple[list[dict[str, Any]], Path]:
                         LOGGER.warning("%s: the exported file differs from PyTorch: %s", fmt, exported.check.describe())
                     path = exported.path
                     model_ = load_exported(path, device=str(device), threads=own["threads"])
-                rows.append(_row(fmt, path, model_, loader, names, x, cfg, own, device))
+                rows.append(_row(fmt, path, model_, data.loader, data.names, x, cfg, own, device))
             except ConfigError:
                 raise
             except Exception as e:  # one format failing (a converter bug) does not hide the others' figures
@@ -138,7 +117,7 @@ def benchmark(model: str, **args: Any) -> tuple[list[dict[str, Any]], Path]:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return rows, save_dir
+    return rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -154,19 +133,4 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain benchmark model=best.pt [formats=pt,onnx,openvino,torchscript data imgsz ...]``."""
-    if "model" not in args and positional:
-        args = {**args, "model": positional[0]}
-    if "model" not in args:
-        raise ConfigError("raytrain benchmark needs model=CHECKPOINT.pt (a raytrain checkpoint).")
-    model = str(args.pop("model"))
-    rows, save_dir = benchmark(model, **args)
-    first = next((r for r in rows if not r["error"]), None)
-    threads = first["threads"] if first else "?"
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(format_rows(rows))
-    print(f"Latency: model call only, batch 1, after warm-up, {threads} threads, {rows[0].get('runs', '')} timed runs "
-          f"(load average {load}); mAP on the val split with the same letterbox and post-processing. "
-          f"CSV: {save_dir / 'benchmark.csv'}")
-    return 0 if all(not r["error"] for r in rows) else 1
+__all__ = ["COLUMNS", "benchmark_args", "format_rows", "measure", "percentile"]

@@ -183,20 +183,3 @@ def convert(src: str | Path, out: str | Path, names: Any = None) -> Path:
         raise CheckpointError(f"{src}: {len(chosen)} class names for nc={model.nc}; pass names= explicitly.")
     model.names = chosen or model.names
     return save_checkpoint(out, make_checkpoint(model))
-
-
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain convert SRC OUT [names=...]``."""
-    if len(positional) != 2:
-        raise ConfigError("convert needs SRC and OUT: raytrain convert yolov8n_state_dict.pt yolov8n_raytrain.pt")
-    src, out = positional
-    path = convert(src, out, names=args.get("names"))
-    from raytrain.models.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    from raytrain.models.registry import family_of
-
-    print(f"Converted {src} -> {path}: {family_of(ckpt['arch']).title} {ckpt['arch']}, nc={ckpt['nc']}, "
-          f"{len(ckpt['model'])} tensors. "
-          f"Fine-tune with: raytrain fit model={ckpt['arch']} pretrained={path} data=...")
-    return 0

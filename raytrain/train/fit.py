@@ -1,4 +1,6 @@
-"""``raytrain.fit()`` and ``raytrain fit``: plan a run, train it with a Ray Train ``TorchTrainer``, return the results.
+"""``raytrain.fit()``: plan a run, train it with a Ray Train ``TorchTrainer``, return the results.
+
+``raytrain fit`` is :mod:`raytrain.commands.fit`.
 
 The plan (:mod:`raytrain.train.plan`) checks and resolves everything before Ray starts, when Ray is started here; the
 trainer runs :func:`raytrain.train.worker.train_worker` on each worker, which runs the Ray-free epoch loop.
@@ -163,16 +165,3 @@ def run(plan: RunPlan) -> FitResult:
         raise ConfigError(error)
     weights = plan.save_dir / "weights"
     return FitResult(dict(result.metrics or {}), weights / "best.pt", weights / "last.pt", plan.save_dir)
-
-
-def main(positional: list[str], args: dict[str, Any]) -> int:
-    """``raytrain fit key=value ...``: train, starting local Ray (or joining ``address=``/``RAY_ADDRESS``)."""
-    from raytrain import keys
-
-    if positional:
-        raise ConfigError(f"raytrain fit takes only key=value arguments, not {positional[0]!r}.")
-    result = fit(make_config(args), start_ray=True)
-    metrics = result.metrics
-    LOGGER.info("mAP50 %.3f  mAP50-95 %.3f  best weights: %s", metrics.get(keys.MAP50, float("nan")),
-                metrics.get(keys.MAP50_95, float("nan")), result.best)
-    return 0

@@ -15,8 +15,9 @@ from typing import Any
 
 from raytrain.config import ConfigError
 from raytrain.engine.loop import EpochReport, run_epochs
+from raytrain.engine.ranks import first_message
+from raytrain.engine.setup import setup_rank
 from raytrain.engine.state import initial_state
-from raytrain.engine.train import first_message, make_worker
 from raytrain.files import atomic_write
 from raytrain.keys import FATAL_ERROR
 from raytrain.train.plan import FATAL_FILE
@@ -69,9 +70,9 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     setup_worker_logging(rank)
     quiet_train_worker_logs()
-    w = state = error = None
+    setup = state = error = None
     try:
-        w, state = _setup(config, rank, world)
+        setup, state = _setup(config, rank, world)
     except ConfigError as e:
         error = str(e)
     except Exception as e:  # set-up is deterministic: a restart would fail the same way
@@ -81,18 +82,18 @@ def train_worker(config: dict[str, Any]) -> None:
         _report_fatal(error)
         return
     if world > 1:
-        w.model = ray.train.torch.prepare_model(w.model, move_to_device=w.device)
+        setup.model = ray.train.torch.prepare_model(setup.model, move_to_device=setup.device)
     stage = rank == 0 and config.get("driver_node", "") not in ("", current_node_id())
-    trackers = open_loggers(w.cfg.loggers, config["tracking"], w.cfg.to_dict(), done_epochs=state.epoch) \
+    trackers = open_loggers(setup.cfg.loggers, config["tracking"], setup.cfg.to_dict(), done_epochs=state.epoch) \
         if rank == 0 else None
     try:
-        run_epochs(w, state, RayReport(w.save_dir, stage), trackers=trackers)
+        run_epochs(setup, state, RayReport(setup.save_dir, stage), trackers=trackers)
     except ConfigError as e:
         if world > 1:  # the ranks are out of step: a restart meets the same error at setup, and ends there
             raise
         _report_fatal(str(e))
     except Exception as e:
-        if world > 1 or w.ema.updates > 0:  # after a step, or across ranks: a fault Ray may recover from
+        if world > 1 or setup.ema.updates > 0:  # after a step, or across ranks: a fault Ray may recover from
             raise
         _report_fatal(no_retry_message(e, "before the first optimizer step"))
     finally:
@@ -110,21 +111,21 @@ def no_retry_message(error: Exception, when: str) -> str:
 
 
 def _setup(config: dict[str, Any], rank: int, world: int) -> tuple[Any, Any]:
-    """This rank's :class:`~raytrain.engine.train.Worker` and the state it starts from (Ray's checkpoint, else
+    """This rank's :class:`~raytrain.engine.setup.RankSetup` and the state it starts from (Ray's checkpoint, else
     ``resume=last.pt``, else new)."""
     import ray.train
 
     cfg = config["cfg"]
     device = _worker_device(config["accelerator"])
     spec = dataset_on_this_node(cfg.data, config["data"])
-    w = make_worker(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
+    setup = setup_rank(cfg, spec, device=device, save_dir=Path(config["save_dir"]), rank=rank, world=world,
                     callbacks=config["callbacks"], interactive=config["interactive"], choice=config["optimizer"])
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:  # no snapshot in Ray Train: a state kept elsewhere (a tune trial's), else resume=/new
         resume_state = config.get("resume_state")
-        return w, initial_state(w, Path(resume_state) if resume_state else None)
+        return setup, initial_state(setup, Path(resume_state) if resume_state else None)
     with checkpoint.as_directory() as folder:
-        return w, initial_state(w, Path(folder))
+        return setup, initial_state(setup, Path(folder))
 
 
 def _report_fatal(message: str) -> None:

@@ -188,25 +188,26 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
     import ray.tune
 
     from raytrain.engine.loop import run_epochs
+    from raytrain.engine.setup import setup_rank
     from raytrain.engine.state import initial_state
-    from raytrain.engine.train import make_worker
     from raytrain.tracking import open_loggers
     from raytrain.train.worker import no_retry_message
 
-    trackers = w = None
+    trackers = setup = None
     try:
         try:
-            w = make_worker(plan.cfg, plan.data, device=_trial_device(plan.devices.accelerator),
+            setup = setup_rank(plan.cfg, plan.data, device=_trial_device(plan.devices.accelerator),
                             save_dir=plan.save_dir, callbacks={"on_train_batch_end": [StartupMarks(marks)]},
                             choice=plan.optimizer)
             marks["worker_ready"] = time.time()
-            report.warmup_end = w.schedule.warmup_iters / max(len(w.train_loader), 1)  # for ASHA and patience
+            # for ASHA and patience
+            report.warmup_end = setup.lr_schedule.warmup_iters / max(len(setup.train_loader), 1)
             checkpoint = ray.tune.get_checkpoint()
             if checkpoint is None:
-                state = initial_state(w)
+                state = initial_state(setup)
             else:
                 with checkpoint.as_directory() as folder:
-                    state = initial_state(w, Path(folder))
+                    state = initial_state(setup, Path(folder))
         except ConfigError as e:
             _record_fatal(plan.save_dir, str(e), metric)
             return
@@ -217,17 +218,17 @@ def _train_in_trial(plan: Any, marks: dict[str, float], metric: str, report: Tun
         if report.measured:  # the model's latency and size, measured before training: the trial's summary
             trackers.log_summary(dict(report.measured))
         try:
-            run_epochs(w, state, report, trackers=trackers)
+            run_epochs(setup, state, report, trackers=trackers)
         except ConfigError as e:
             _record_fatal(plan.save_dir, str(e), metric)
         except Exception as e:
-            if w.ema.updates > 0:  # after a step: a fault, Tune retries it from the last epoch
+            if setup.ema.updates > 0:  # after a step: a fault, Tune retries it from the last epoch
                 raise
             _record_fatal(plan.save_dir, no_retry_message(e, "before the first optimizer step"), metric)
     finally:  # also when Tune stops the trial inside its report (SystemExit): the process serves the next trial
         if trackers is not None:
             trackers.finish()
-        w = trackers = None
+        setup = trackers = None
         _release_memory()
 
 
