@@ -108,13 +108,13 @@ def test_trials_are_sized_by_node_types_while_no_gpu_node_runs(tmp_path):
     footprint = trial_footprint(spec.base_config, GPU_CLUSTER)
     assert (footprint.workers, footprint.accelerator, footprint.worker) == (2, "cuda", {"CPU": 4.0, "GPU": 1.0})
     assert concurrency_cap(spec, GPU_CLUSTER) == 4  # 8 GPU nodes, 2 per trial
-    job = build_job(spec, tmp_path / "exp", str(tmp_path), dict(spec.train), GPU_CLUSTER)
+    job = build_job(spec, tmp_path / "exp", str(tmp_path), spec.base_config, GPU_CLUSTER)
     assert job.gpus_available == 2 and job.workers == 2  # the trial plans CUDA workers even before nodes exist
     too_big = load_space(space(tmp_path, resources={"workers": 2, "gpu": True, "cpus_per_worker": 8}))
     with pytest.raises(ConfigError, match=r"resources: one training worker needs \{CPU: 8, GPU: 1\}.*gpu offers"):
         concurrency_cap(too_big, GPU_CLUSTER)
     custom = load_space(space(tmp_path, resources={"gpu": False, "worker_resources": {"fake_gpu": 1}}))
-    assert build_job(custom, tmp_path / "e", str(tmp_path), dict(custom.train),
+    assert build_job(custom, tmp_path / "e", str(tmp_path), custom.base_config,
                      ClusterShape.fixed({"CPU": 4, "fake_gpu": 1})).resources == {"CPU": 1.0, "fake_gpu": 1.0}
 
 

@@ -61,17 +61,17 @@ def test_gpu_shares_count_in_concurrency_and_reservations(tmp_path):
     assert concurrency_cap(spec, {"CPU": 16, "GPU": 1}) == 4  # four quarter-GPU trials on one GPU
     assert concurrency_cap(spec, {"CPU": 6, "GPU": 1}) == 3  # ... unless the CPUs run out first
     assert concurrency_cap(spec, {"CPU": 16, "GPU": 2}) == 8
-    job = build_job(spec, tmp_path / "exp", str(tmp_path), dict(spec.train), {"CPU": 16, "GPU": 1})
+    job = build_job(spec, tmp_path / "exp", str(tmp_path), spec.base_config, {"CPU": 16, "GPU": 1})
     assert job.resources == {"CPU": 2.0, "GPU": 0.25} and job.workers == 1
     whole = load_space(space_file(tmp_path, resources={"gpu": True, "workers": 2}))
-    job = build_job(whole, tmp_path / "exp", str(tmp_path), dict(whole.train), {"CPU": 16, "GPU": 4})
+    job = build_job(whole, tmp_path / "exp", str(tmp_path), whole.base_config, {"CPU": 16, "GPU": 4})
     assert job.workers == 2 and job.resources["CPU"] == 0  # Ray Train's workers reserve the GPUs
 
 
 def test_asha_rungs_and_the_plan_text(tmp_path):
     assert asha_rungs(1, 9, 3) == [1, 3, 9] and asha_rungs(2, 16, 2) == [2, 4, 8, 16] and asha_rungs(1, 8, 3) == [1, 3]
     spec = load_space(space_file(tmp_path, resources={"gpu": 0.5}, patience=2))
-    text = describe(spec, dict(spec.train, gpu_share=0.5), {"CPU": 8, "GPU": 2}, ray_source="a test")
+    text = describe(spec, spec.base_config.replace(gpu_share=0.5), {"CPU": 8, "GPU": 2}, ray_source="a test")
     assert "Per trial: 1 worker(s), 1 CPU(s), 0.5 GPU(s)" in text and "At once: 4 trial(s)" in text
     assert "patience 2 epochs" in text and "Ray: a test: 8 CPU, 2 GPU" in text
 
@@ -83,7 +83,7 @@ def test_searched_checkpoint_paths_reach_trials_absolute(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     spec = load_space(space_file(tmp_path, space={"model": ["weights/a.pt", "yolov8n"], "lr0": [0.01, 0.02]}))
-    job = build_job(spec, tmp_path / "exp", str(tmp_path), dict(spec.train), {"CPU": 2})
+    job = build_job(spec, tmp_path / "exp", str(tmp_path), spec.base_config, {"CPU": 2})
     assert job.checkpoints == {"weights/a.pt": str(tmp_path / "weights" / "a.pt")}
     (tmp_path / "trial").mkdir()
     monkeypatch.chdir(tmp_path / "trial")  # as a trial: another working directory
@@ -96,7 +96,7 @@ def test_a_family_search_is_checked_and_shown(tmp_path):
     """``model`` is searchable across families: the dry run names them, and an unknown name in the space is refused on
     the driver with a suggestion (before Ray), as Config refuses it."""
     spec = load_space(space_file(tmp_path, space={"model": ["yolov8n", "yolo11n", "yolo26n"]}))
-    text = describe(spec, dict(spec.train), {"CPU": 2}, ray_source="a test")
+    text = describe(spec, spec.base_config, {"CPU": 2}, ray_source="a test")
     assert "(families: YOLOv8: yolov8n; YOLO11: yolo11n; YOLO26: yolo26n)" in text
     with pytest.raises(ConfigError, match=r"space\.model\.values\[1\].*'yolov9n' is not a known architecture"):
         load_space(space_file(tmp_path, space={"model": ["yolov8n", "yolov9n"]}))

@@ -123,10 +123,10 @@ def test_trials_are_told_the_driver_node(tmp_path: Path, ray_tune):
 
     node = ray_tune.get_runtime_context().get_node_id()
     whole = load_space(space(tmp_path, resources={"workers": 2}))
-    job = build_job(whole, tmp_path / "exp", str(tmp_path), dict(whole.train), {"CPU": 4})
+    job = build_job(whole, tmp_path / "exp", str(tmp_path), whole.base_config, {"CPU": 4})
     assert job.resources == {"CPU": 0, "memory": 2**20} and job.driver_node == node
     one = load_space(space(tmp_path))
-    job = build_job(one, tmp_path / "exp", str(tmp_path), dict(one.train), {"CPU": 4})
+    job = build_job(one, tmp_path / "exp", str(tmp_path), one.base_config, {"CPU": 4})
     assert job.resources == {"CPU": 1.0} and job.driver_node == node
 
 

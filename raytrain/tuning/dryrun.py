@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from raytrain.cluster.nodes import ClusterShape, format_resources
+from raytrain.config import Config
 from raytrain.tuning.space import TuneSpec
 
 
@@ -23,26 +24,25 @@ def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[f
     return [grace_period * reduction_factor**k for k in range(count)]
 
 
-def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | Mapping[str, float], *,
+def describe(spec: TuneSpec, base: Config, cluster: ClusterShape | Mapping[str, float], *,
              ray_source: str) -> str:
     """The experiment plan as text: trials, searched keys, fixed arguments, resources, concurrency, stopping rules,
-    storage and tracking. ``train``: the resolved fixed arguments; ``cluster``: the node types (or plain resource
+    storage and tracking. ``base``: the resolved fixed arguments; ``cluster``: the node types (or plain resource
     totals) of the Ray it would use."""
     from raytrain.cluster.storage import resolve_storage
-    from raytrain.config import FIELDS, make_config
+    from raytrain.config import FIELDS
     from raytrain.tracking import resolve_wandb_mode
     from raytrain.tuning.capacity import as_shape, concurrency_cap, trial_footprint
     from raytrain.tuning.orchestrate import experiment_dir
     from raytrain.tuning.trial import trial_overrides
 
-    base = make_config(train)
     shape = as_shape(cluster)
     footprint = trial_footprint(base, shape)
     workers, cpus, gpus = footprint.workers, footprint.cpus, footprint.gpus
     defaults = {k: f.default_factory() if callable(f.default_factory) else f.default for k, f in FIELDS.items()}
     job = SimpleNamespace(experiment_dir="", wandb_project="", wandb_mode="", workers=1)  # only the keys are wanted
     per_trial = set(trial_overrides(job, "-")) | {"storage"}  # every trial sets its own
-    fixed = {k: v for k, v in train.items()
+    fixed = {k: v for k, v in base.to_dict().items()
              if k not in spec.space and k not in per_trial and defaults.get(k, object()) != v}
     lines = [
         f"Dry run of {spec.source}: nothing was started.",
@@ -51,7 +51,7 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | M
         f"Trials: {spec.num_samples}, {_sampler(spec)}; {_objectives(spec)}",
         "Searched:",
         *(f"  {name}: {_param(param)}" for name, param in spec.space.items()),
-        *_families(spec, train),
+        *_families(spec),
         "Fixed (besides the defaults):",
         *(f"  {key}={value}" for key, value in fixed.items()),
         f"Per trial: {workers} worker(s), {cpus:g} CPU(s){f', {gpus:g} GPU(s)' if gpus else ''}"
@@ -68,7 +68,7 @@ def describe(spec: TuneSpec, train: Mapping[str, Any], cluster: ClusterShape | M
     return "\n".join(lines)
 
 
-def _families(spec: TuneSpec, train: Mapping[str, Any]) -> list[str]:
+def _families(spec: TuneSpec) -> list[str]:
     """A line naming the detector families and scales the trials train, when ``model`` is searched."""
     param = spec.space.get("model")
     if param is None or param.type != "choice":

@@ -24,7 +24,7 @@ import yaml
 from raytrain.cluster.compat import TRIAL_TOKEN_RESOURCES, dashboard_url, set_restored_settings
 from raytrain.cluster.nodes import ClusterShape
 from raytrain.cluster.storage import join_storage
-from raytrain.config import ConfigError
+from raytrain.config import Config, ConfigError
 from raytrain.files import atomic_write, next_run_dir
 from raytrain.tuning.capacity import concurrency_cap, trial_footprint
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
@@ -51,7 +51,7 @@ def experiment_dir(spec: TuneSpec) -> Path:
     return next_run_dir(project, spec.name, exist_ok=spec.exist_ok)
 
 
-def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dict[str, Any]:
+def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> Config:
     """The fixed arguments resolved once, on the driver, before trials start (``gpus_available``: default, asked
     from the running Ray). Every file a trial will load is opened here, once for the experiment.
 
@@ -63,7 +63,7 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dic
     from raytrain.train.plan import resolve_config
 
     try:
-        train = resolve_config(spec.base_config, gpus_available=gpus_available).to_dict()
+        train = resolve_config(spec.base_config, gpus_available=gpus_available)
     except ConfigError as e:
         raise ConfigError(f"{spec.source}: train: {e}") from None
     for key in CHECKPOINT_KEYS:  # searched checkpoints: opened here, once, like the fixed ones
@@ -78,7 +78,7 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> dic
     return train
 
 
-def _check_searched_freeze(spec: TuneSpec, train: Mapping[str, Any]) -> None:
+def _check_searched_freeze(spec: TuneSpec, train: Config) -> None:
     """Every (model, freeze) pair the space can draw, checked as a fit would (a trial that freezes every layer would
     fail at its first step): refused on the driver, naming the space key."""
     from raytrain.models.checkpoint import inspect_checkpoint
@@ -87,8 +87,8 @@ def _check_searched_freeze(spec: TuneSpec, train: Mapping[str, Any]) -> None:
 
     if "freeze" not in spec.space and "model" not in spec.space:
         return
-    models = list(spec.space["model"].values) if "model" in spec.space else [train["model"]]
-    freezes = list(spec.space["freeze"].values) if "freeze" in spec.space else [train.get("freeze")]
+    models = list(spec.space["model"].values) if "model" in spec.space else [train.model]
+    freezes = list(spec.space["freeze"].values) if "freeze" in spec.space else [train.freeze]
     for model in models:
         arch = (inspect_checkpoint(resolve_weights(model, key="model"), key="model")["arch"]
                 if str(model).endswith(".pt") else model)
@@ -111,7 +111,7 @@ def check_dashboard(spec: TuneSpec) -> str | None:
     return url
 
 
-def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str, Any],
+def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: Config,
               cluster: ClusterShape | Mapping[str, float]) -> TrialJob:
     """The trials' shared job; starts the experiment's tracker records (e.g. MLflow's parent run) once."""
     from raytrain.cluster.sync import current_node_id
@@ -124,8 +124,8 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: dict[str,
     # a multi-worker trial's process reserves only a token (its Ray Train workers reserve the real resources).
     resources = dict(footprint.worker) if workers == 1 else dict(TRIAL_TOKEN_RESOURCES)
     project = spec.wandb_project or Path(spec.project).name
-    tracking = start_experiment(train.get("loggers", []), experiment_dir=exp_dir, name=exp_dir.name, project=project,
-                                mlflow_uri=train.get("mlflow_uri"), params=list(spec.space))
+    tracking = start_experiment(train.loggers, experiment_dir=exp_dir, name=exp_dir.name, project=project,
+                                mlflow_uri=train.mlflow_uri, params=list(spec.space))
     # Ultralytics' weight names (yolo26n.pt) map to their converted file, cached by resolve_train_args.
     checkpoints = {value: str(Path(resolve_weights(value, key=key)).expanduser().resolve()) for key in CHECKPOINT_KEYS
                    if key in spec.space for value in spec.space[key].values
@@ -198,7 +198,7 @@ def trainable(job: TrialJob) -> Any:
     return ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), dict(job.resources))
 
 
-def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None, *,
+def run_experiment(spec: TuneSpec, train: Config | None = None, *,
                    overrides: Mapping[str, Any] | None = None) -> Experiment:
     """Run (or resume) the experiment on the running Ray; returns it read back, with its reports written.
 
@@ -240,10 +240,11 @@ def run_experiment(spec: TuneSpec, train: dict[str, Any] | None = None, *,
     return exp
 
 
-def record_experiment(exp_dir: Path, spec: TuneSpec, train: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+def record_experiment(exp_dir: Path, spec: TuneSpec, train: Config, overrides: Mapping[str, Any]) -> None:
     """What a resume rebuilds the experiment from: ``tune_space.yaml`` (the validated space, the fixed arguments
     resolved) and ``tune_start.yaml`` (the space file and overrides it was started with)."""
-    atomic_write(exp_dir / SPACE_FILE, yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name, "train": train},
+    atomic_write(exp_dir / SPACE_FILE, yaml.safe_dump({**spec.to_dict(), "name": exp_dir.name,
+                                                       "train": train.to_dict()},
                                                       sort_keys=False))
     write_start(exp_dir, spec.source, overrides)
 
@@ -254,7 +255,7 @@ def _finish_trackers(job: TrialJob, exp: Experiment) -> None:
 
     best = exp.best_trial()
     value = best.best(exp.metric, exp.mode)[0] if best else None
-    finish_experiment(job.train.get("loggers", []), experiment_dir=Path(job.experiment_dir),
+    finish_experiment(job.train.loggers, experiment_dir=Path(job.experiment_dir),
                       best={exp.metric: value} if value is not None else None)
 
 

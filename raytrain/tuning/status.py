@@ -104,14 +104,14 @@ def finish_trial_trackers(job: TrialJob, trial: Any, end: str) -> None:
     name = trial_name(trial)
     params = {k: trial.config[k] for k in job.param_names if k in trial.config}
     identity = trial_tracking(job, trial.trial_id, name, params)
-    identity.setdefault("mlflow_uri", job.train.get("mlflow_uri"))
+    identity.setdefault("mlflow_uri", job.train.mlflow_uri)
     info = TrackerInfo(save_dir=trial_save_dir(job, name), project=job.wandb_project,
-                       wandb_mode=resolve_wandb_mode(job.wandb_mode), wandb_entity=job.train.get("wandb_entity"),
+                       wandb_mode=resolve_wandb_mode(job.wandb_mode), wandb_entity=job.train.wandb_entity,
                        **identity)
     rows = read_result_json(Path(trial.local_path) / "result.json") if trial.local_path else []
     if trial.last_result and not any(r.get(EPOCH) == trial.last_result.get(EPOCH) for r in rows):
         rows.append(trial.last_result)
-    finish_stopped_run(job.train.get("loggers", []), info, rows, end)
+    finish_stopped_run(job.train.loggers, info, rows, end)
 
 
 __all__ = ["finish_trial_trackers", "make_status_callback"]

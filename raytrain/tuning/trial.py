@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raytrain.config import ConfigError, make_config
+from raytrain.config import Config, ConfigError
 
 LOGGER = logging.getLogger("raytrain")
 TRAIN_FOLDER = "_train"  # the Ray Train runs (checkpoints) of multi-worker trials, inside the experiment folder
@@ -39,7 +39,7 @@ NO_FIT_PATIENCE = 10**6
 class TrialJob:
     """Everything a trial function needs besides its sampled parameters (small, picklable, paths absolute)."""
 
-    train: dict[str, Any]  # fixed, resolved training arguments
+    train: Config  # the fixed training arguments, resolved once on the driver; a trial replaces what it samples
     param_names: tuple[str, ...]
     experiment: str  # experiment name: the tracker group
     experiment_dir: str  # absolute: where trial run folders go
@@ -87,7 +87,7 @@ def trial_config(job: TrialJob, params: dict[str, Any], name: str) -> Any:
     """The trial's Config: the fixed arguments, its sampled values (searched files made absolute) and tune's own."""
     sampled = {k: job.checkpoints.get(v, v) if k in CHECKPOINT_KEYS and isinstance(v, str) else v
                for k, v in params.items()}
-    return make_config(job.train, sampled, trial_overrides(job, name))
+    return job.train.replace(**{**sampled, **trial_overrides(job, name)})
 
 
 def trial_tracking(job: TrialJob, trial_id: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
