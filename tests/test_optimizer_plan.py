@@ -133,3 +133,26 @@ def test_training_docs_table_lists_every_optimizer():
     text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     table = text.split("### Optimizers", 1)[1].split("**`optimizer=auto`**", 1)[0]
     assert [n for n in NAMES if f"`{n}`" not in table] == []
+
+
+def test_lr0_from_the_command_line_is_parsed_once_and_reaches_the_optimizer(tmp_path, monkeypatch):
+    """``lr0=0.02`` from argv to the first optimizer step: parsed and checked once (make_config), then carried typed
+    (Config -> the run's OptimizerChoice -> the rank's LRSchedule -> the optimizer's groups), never re-parsed."""
+    from raytrain import config
+    from raytrain.data import resolve_data
+    from raytrain.engine.optim import apply_lr_schedule
+    from raytrain.engine.setup import setup_rank
+
+    parsed = []
+    coerce = config.coerce_value
+    monkeypatch.setattr(config, "coerce_value", lambda key, value, hint: (
+        parsed.append(value) if key == "lr0" else None, coerce(key, value, hint))[1])
+    argv = [f"{k}={v}" for k, v in TINY.items()] + ["lr0=0.02", "optimizer=SGD", "warmup_epochs=0", "epochs=2",
+                                                    f"project={tmp_path}"]
+    plan = prepare_run(make_config(config.parse_cli_args(argv)), gpus_available=0)
+    setup = setup_rank(plan.cfg, resolve_data(plan.cfg.data), device=torch.device("cpu"), save_dir=plan.save_dir,
+                       choice=plan.optimizer)
+    apply_lr_schedule(setup.optimizer, setup.lr_schedule, 0, 0)
+    assert parsed == [0.02]  # coerced and checked once, in make_config
+    assert (plan.cfg.lr0, plan.optimizer.lr0, setup.lr_schedule.lr0) == (0.02, 0.02, 0.02)
+    assert {g["lr"] for g in setup.optimizer.param_groups} == {0.02}  # epoch 0 of a linear decay, no warmup
