@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from raytrain.export.spec import exported_format  # the names of exported files (imports no torch)
-from raytrain.models.registry import DEFAULT_ARCH, check_arch, list_models
+from raytrain.models.registry import DEFAULT_ARCH, check_arch, is_checkpoint, list_models
 from raytrain.optimizers import NAMES, check_optimizer, optimizer_help
 from raytrain.parsing import (  # re-exported: the names every caller knows from raytrain.config
     ConfigError,
@@ -261,7 +261,7 @@ def validate(cfg: Config) -> None:
              "no password in the URI; MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN")
     for key in ("model", "data", "project", "name"):
         _require(bool(getattr(cfg, key)), key, getattr(cfg, key), "it must not be empty")
-    if not cfg.model.endswith(".pt") and exported_format(cfg.model) is None:  # exported files: val/predict take them
+    if not is_checkpoint(cfg.model) and exported_format(cfg.model) is None:  # exported files: val/predict take them
         check_arch(cfg.model)  # a did-you-mean line on the driver, before Ray starts
     if cfg.schedule:
         _check_schedule(cfg)

@@ -22,6 +22,7 @@ from raytrain.config import Config, ConfigError
 from raytrain.engine.ema import ModelEMA
 from raytrain.engine.optim import LRSchedule
 from raytrain.engine.ranks import min_over_ranks
+from raytrain.models.registry import is_checkpoint
 
 LOGGER = logging.getLogger("raytrain")
 
@@ -124,7 +125,7 @@ def model_for(cfg: Config, nc: int) -> Any:
                               f"node that trains must see the file (put it on storage all nodes mount).") from None
 
     arch, source, source_path = cfg.model, None, None
-    if cfg.model.endswith(".pt"):
+    if is_checkpoint(cfg.model):
         ckpt = load("model", cfg.model)
         arch = ckpt["arch"]
         if cfg.pretrained is True:

@@ -34,6 +34,12 @@ def scale_of(arch: str) -> str:
     return check_arch(arch)[len(family_of(arch).name):]
 
 
+def is_checkpoint(model: object) -> bool:
+    """What ``model=`` names, decided by this one rule: a checkpoint file (``*.pt``: a raytrain checkpoint or an
+    Ultralytics name such as ``yolo26n.pt``) when True, else an architecture (``yolo26n``, ``yolo26n.yaml``)."""
+    return isinstance(model, str) and model.endswith(".pt")
+
+
 def check_arch(name: str) -> str:
     """``name`` if it is a registered model name (a trailing ``.yaml`` is dropped), else a one-line ConfigError
     naming the families and the closest name."""

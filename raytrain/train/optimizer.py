@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from raytrain.config import Config
+from raytrain.models.registry import is_checkpoint
 from raytrain.optimizers import OptimizerChoice
 
 
@@ -38,7 +39,7 @@ def plan_optimizer(cfg: Config, spec: Any) -> OptimizerChoice:
 
 def _arch(cfg: Config) -> str:
     """The architecture ``model=`` names: a scale such as ``yolo26n``, or a checkpoint's (already checked)."""
-    if not cfg.model.endswith(".pt"):
+    if not is_checkpoint(cfg.model):
         return cfg.model
     from raytrain.models.checkpoint import load_checkpoint
 

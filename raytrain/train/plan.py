@@ -24,6 +24,7 @@ from typing import Any
 from raytrain.config import FIELDS, Config, ConfigError, load_config
 from raytrain.engine.devices import DevicePlan, per_worker_batch, plan_devices
 from raytrain.files import atomic_write, next_run_dir
+from raytrain.models.registry import is_checkpoint
 from raytrain.optimizers import OptimizerChoice
 from raytrain.train.optimizer import plan_optimizer
 
@@ -98,7 +99,7 @@ def _check_checkpoints(cfg: Config, nc: int, resume_ckpt: Mapping[str, Any] | No
     from raytrain.models.checkpoint import inspect_checkpoint
 
     arch = cfg.model
-    if cfg.model.endswith(".pt"):
+    if is_checkpoint(cfg.model):
         arch = inspect_checkpoint(cfg.model, key="model")["arch"]
     check_freeze(cfg.freeze, arch)
     if isinstance(cfg.pretrained, str):
@@ -156,7 +157,7 @@ def _resolve(cfg: Config, gpus_available: int, *, check: bool = True,
     changes: dict[str, Any] = {"project": str(project), "storage": resolve_storage(cfg.storage, project / ".ray")}
     # model=yolo26n.pt, pretrained=yolo11s.pt: fetched and converted once, here on the driver
     weights = ultralytics_weights({"model": cfg.model, "pretrained": cfg.pretrained})
-    if cfg.model.endswith(".pt"):
+    if is_checkpoint(cfg.model):
         changes["model"] = _absolute_file(weights.get("model", cfg.model))
     if isinstance(cfg.pretrained, str):
         changes["pretrained"] = _absolute_file(weights.get("pretrained", cfg.pretrained))

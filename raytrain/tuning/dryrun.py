@@ -15,6 +15,7 @@ from typing import Any
 
 from raytrain.cluster.nodes import ClusterShape, format_resources
 from raytrain.config import Config
+from raytrain.models.registry import is_checkpoint
 from raytrain.tuning.space import TuneSpec
 
 
@@ -76,12 +77,12 @@ def _families(spec: TuneSpec) -> list[str]:
     from raytrain.models.registry import family_of
 
     names = [str(v) for v in param.values]
-    built = [n for n in names if not n.endswith(".pt")]
+    built = [n for n in names if not is_checkpoint(n)]
     by_family: dict[str, list[str]] = {}
     for name in built:
         by_family.setdefault(family_of(name).title, []).append(name)
     listed = "; ".join(f"{title}: {', '.join(archs)}" for title, archs in by_family.items())
-    files = [n for n in names if n.endswith(".pt")]
+    files = [n for n in names if is_checkpoint(n)]
     return [f"  (families: {listed}{'; checkpoints: ' + ', '.join(files) if files else ''})"]
 
 

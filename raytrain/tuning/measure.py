@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from raytrain.keys import GFLOPS, LATENCY_IQR_MS, LATENCY_MS, PARAMS
+from raytrain.models.registry import is_checkpoint
 from raytrain.tuning.objectives import DeploySpec
 
 LOGGER = logging.getLogger("raytrain")
@@ -25,7 +26,7 @@ MEASURED_FILE = "measured.json"  # in the experiment folder: measurement key -> 
 
 def architecture(model: str) -> str:
     """The architecture name of ``model=``: a name as it is, a checkpoint's ``arch``."""
-    if not model.endswith(".pt"):
+    if not is_checkpoint(model):
         return model.removesuffix(".yaml")
     from raytrain.models.checkpoint import load_checkpoint
 

@@ -26,6 +26,7 @@ from raytrain.cluster.nodes import ClusterShape
 from raytrain.cluster.storage import join_storage
 from raytrain.config import Config, ConfigError
 from raytrain.files import atomic_write, next_run_dir
+from raytrain.models.registry import is_checkpoint
 from raytrain.tuning.capacity import concurrency_cap, trial_footprint
 from raytrain.tuning.experiment import SPACE_FILE, STATUS_FILE, Experiment
 from raytrain.tuning.objectives import trial_deploy
@@ -69,7 +70,7 @@ def resolve_train_args(spec: TuneSpec, gpus_available: int | None = None) -> Con
     for key in CHECKPOINT_KEYS:  # searched checkpoints: opened here, once, like the fixed ones
         param = spec.space.get(key)
         for value in param.values if param is not None else ():
-            if isinstance(value, str) and value.endswith(".pt"):
+            if is_checkpoint(value):
                 try:
                     inspect_checkpoint(resolve_weights(value, key=key), key=key)  # yolo26n.pt: fetched, converted
                 except ConfigError as e:
@@ -91,7 +92,7 @@ def _check_searched_freeze(spec: TuneSpec, train: Config) -> None:
     freezes = list(spec.space["freeze"].values) if "freeze" in spec.space else [train.freeze]
     for model in models:
         arch = (inspect_checkpoint(resolve_weights(model, key="model"), key="model")["arch"]
-                if str(model).endswith(".pt") else model)
+                if is_checkpoint(model) else model)
         for freeze in freezes:
             try:
                 check_freeze(freeze, arch)
@@ -129,7 +130,7 @@ def build_job(spec: TuneSpec, exp_dir: Path, storage_root: str, train: Config,
     # Ultralytics' weight names (yolo26n.pt) map to their converted file, cached by resolve_train_args.
     checkpoints = {value: str(Path(resolve_weights(value, key=key)).expanduser().resolve()) for key in CHECKPOINT_KEYS
                    if key in spec.space for value in spec.space[key].values
-                   if isinstance(value, str) and value.endswith(".pt")}
+                   if is_checkpoint(value)}
     return TrialJob(
         deploy=trial_deploy(spec),
         train=train, param_names=tuple(spec.space), experiment=exp_dir.name, experiment_dir=str(exp_dir),
