@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from raytrain.cluster.sync import STAGED_FOLDER, RunFolderMirror, TrialFolderMirror, stage_run_files
+from raytrain.cluster.sync import STAGED_FOLDER, RunFolderMirror, TrialFolderMirror, TuneLogKeeper, stage_run_files
 
 
 def test_staged_files_reach_the_driver_run_folder(tmp_path):
@@ -101,3 +101,51 @@ def test_a_multi_worker_trials_staged_files_come_with_its_results(tmp_path):
     assert not (tmp_path / "driver").exists()
     mirror.on_trial_result(0, [], trial, {"epoch": 1.0, CHECKPOINT_PATH_KEY: str(checkpoint_dir)})
     assert (tmp_path / "driver" / "trials" / "trial_00003" / "weights" / "last.pt").read_text() == "last"
+
+
+class RestartedTrial:
+    """What Tune's loggers read of a trial that starts again from a checkpoint: its staging folder here, its folder in
+    the experiment's storage (copied there every few minutes), a checkpoint."""
+
+    def __init__(self, staging, storage):
+        import pyarrow.fs
+
+        self.local_path, self.checkpoint, self.config = str(staging), object(), {}
+        self.storage = SimpleNamespace(trial_fs_path=str(storage), storage_filesystem=pyarrow.fs.LocalFileSystem())
+
+    def init_local_path(self):
+        pass
+
+
+def test_a_restarted_trial_keeps_the_epochs_tune_had_not_copied_to_storage_yet(tmp_path):
+    """Tune's JSON logger restores a restarted trial's ``result.json`` from storage; the keeper, registered first,
+    has put the staging copy there, so the rows reported since the last periodic copy survive."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    staging, storage = tmp_path / "staging", tmp_path / "storage"
+    staging.mkdir(), storage.mkdir()
+    rows = "".join(f'{{"epoch": {e}}}\n' for e in (1, 2))
+    (staging / "result.json").write_text(rows)
+    (storage / "result.json").write_text('{"epoch": 1}\n')  # the last periodic copy: epoch 2 not in it yet
+
+    JsonLoggerCallback().log_trial_start(RestartedTrial(staging, storage))  # what Tune alone does
+    assert (staging / "result.json").read_text() == '{"epoch": 1}\n'  # epoch 2 is gone
+
+    (staging / "result.json").write_text(rows)
+    trial = RestartedTrial(staging, storage)
+    TuneLogKeeper().on_trial_start(0, [], trial)
+    JsonLoggerCallback().log_trial_start(trial)
+    assert (staging / "result.json").read_text() == rows == (storage / "result.json").read_text()
+
+
+def test_a_first_start_or_a_resumed_driver_leaves_the_storage_copy_alone(tmp_path):
+    staging, storage = tmp_path / "staging", tmp_path / "storage"
+    staging.mkdir(), storage.mkdir()
+    (storage / "result.json").write_text('{"epoch": 1}\n')
+    resumed = RestartedTrial(staging, storage)  # a new driver: no staging copy yet, Tune restores from storage
+    TuneLogKeeper().on_trial_start(0, [], resumed)
+    (staging / "result.json").write_text("")
+    fresh = RestartedTrial(staging, storage)
+    fresh.checkpoint = None  # a first start: nothing to keep
+    TuneLogKeeper().on_trial_start(0, [], fresh)
+    assert (storage / "result.json").read_text() == '{"epoch": 1}\n'

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from tuning_helpers import TRAIN, space
 
+from raytrain.config import make_config
 from raytrain.tuning.experiment import STATUS_FILE, read_status
 from raytrain.tuning.space import load_space
 from raytrain.tuning.status import make_status_callback
@@ -165,7 +166,7 @@ def test_patience_count_survives_a_resumed_experiment(tmp_path: Path):
 def test_time_budget_marks_the_trials_it_interrupted(tmp_path: Path):
     spec = load_space(space(tmp_path, time_budget_s=10))
     status = StatusFile(tmp_path / STATUS_FILE)
-    job = TrialJob(train={}, param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
+    job = TrialJob(train=make_config(), param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
                    train_storage=str(tmp_path / "_train"), wandb_project="p", wandb_mode="disabled")
     callback = make_status_callback(spec, status, job)
     callback.setup()
@@ -188,7 +189,7 @@ def test_budget_is_spent_when_tunes_own_timeout_fires(tmp_path: Path):
     callback sees the budget spent whenever Tune stops the experiment for it: no safety factor is needed."""
     from ray.tune.stopper import TimeoutStopper
 
-    job = TrialJob(train={}, param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
+    job = TrialJob(train=make_config(), param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
                    train_storage=str(tmp_path / "_train"), wandb_project="p", wandb_mode="disabled")
     callback = make_status_callback(load_space(space(tmp_path, time_budget_s=0.3)), StatusFile(tmp_path / "s"), job)
     callback.setup()  # the order of ray/tune/tune.py: runner.setup_experiments(), then runner.step() ...
@@ -216,7 +217,7 @@ def test_a_one_worker_trials_fatal_error_reaches_the_status_from_its_last_report
     from raytrain.keys import FATAL_ERROR
 
     status = StatusFile(tmp_path / STATUS_FILE)
-    job = TrialJob(train={}, param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
+    job = TrialJob(train=make_config(), param_names=("box",), experiment="t", experiment_dir=str(tmp_path),
                    train_storage=str(tmp_path / "_train"), wandb_project="p", wandb_mode="disabled")
     callback = make_status_callback(load_space(space(tmp_path)), status, job)
     trial = SimpleNamespace(trial_id="a_00001", last_result={"fitness": float("nan"), FATAL_ERROR: "model=x.pt: gone"},

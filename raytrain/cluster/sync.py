@@ -110,3 +110,35 @@ class TrialFolderMirror(Callback):
             from ray.train import Checkpoint
 
             copy_staged(Checkpoint(path), self.trials_dir / self.name_of(trial))
+
+
+TUNE_LOG_FILES = ("result.json", "progress.csv")  # what Tune's JSON and CSV loggers write per trial
+
+
+class TuneLogKeeper(Callback):
+    """Keeps Tune's own per-trial logs (``result.json``, ``progress.csv``) whole when a trial restarts in this run.
+
+    Tune writes them in the driver's staging folder and copies that folder to the experiment's storage every few
+    minutes; when a trial starts again from a checkpoint (a PBT exploit, a retry after a failure), its loggers first
+    copy the storage's copy back over the staging one, so the epochs it reported since the last copy vanish from both
+    (seen on a loaded machine: an exploited trial's rows before and right after the exploit). Registered before Tune's
+    loggers, this puts the staging copy into storage just before they do. A driver that resumes a killed experiment
+    has no staging copy yet: nothing is copied and Tune restores from storage as it should."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not trial.checkpoint or not trial.local_path:
+            return
+        import pyarrow.fs
+
+        for name in TUNE_LOG_FILES:
+            local = Path(trial.local_path) / name
+            if not local.is_file():
+                continue
+            remote = f"{trial.storage.trial_fs_path.rstrip('/')}/{name}"
+            if Path(remote).resolve() == local.resolve():
+                continue  # staging is the storage itself: nothing can be lost
+            try:
+                pyarrow.fs.copy_files(str(local), remote, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                                      destination_filesystem=trial.storage.storage_filesystem)
+            except OSError as e:  # Tune then restores the older copy: rows since its last copy are lost
+                LOGGER.warning("Could not keep %s of %s before its restart: %s", name, trial, e)

@@ -185,11 +185,12 @@ def build_tuner(spec: TuneSpec, job: TrialJob, exp_dir: Path, storage_root: str,
 
 
 def driver_callbacks(spec: TuneSpec, job: TrialJob, exp_dir: Path) -> list[Any]:
-    """The driver's Tune callbacks: each trial's status (start, retries, end) and its run folder mirrored here."""
-    from raytrain.cluster.sync import TrialFolderMirror
+    """The driver's Tune callbacks: each trial's status (start, retries, end), its run folder mirrored here, and
+    Tune's per-trial logs kept whole across a restart (these run before Tune's own loggers)."""
+    from raytrain.cluster.sync import TrialFolderMirror, TuneLogKeeper
 
     return [make_status_callback(spec, StatusFile(exp_dir / STATUS_FILE), job),
-            TrialFolderMirror(Path(job.experiment_dir) / TRIALS_FOLDER, trial_name)]
+            TrialFolderMirror(Path(job.experiment_dir) / TRIALS_FOLDER, trial_name), TuneLogKeeper()]
 
 
 def trainable(job: TrialJob) -> Any:
