@@ -5,7 +5,9 @@ helper degrades to doing nothing rather than failing a run when the internal it 
 
 Elsewhere, because they are subclasses that must sit with what they extend: ``tuning/pbt.py``'s ``RecordedPBT``
 overrides PBT's private ``_exploit`` (to record each exploit) and ``_checkpoint_or_exploit`` (to keep every trial's
-state for clones), and calls ``TuneController._schedule_trial_save``; checked on the same Ray.
+state for clones), and calls ``TuneController._schedule_trial_save``; ``cluster/sync.py``'s ``TuneLogKeeper`` reads a
+trial's ``local_path`` and ``storage`` (Tune's loggers restore a restarted trial's logs from storage over the newer
+staging copy); checked on the same Ray.
 """
 
 from __future__ import annotations
