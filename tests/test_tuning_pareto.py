@@ -18,6 +18,7 @@ from raytrain.tuning.pareto import (
     parse_pick,
     pick,
     plot_pareto,
+    plot_title,
     trial_points,
     write_pareto,
 )
@@ -94,3 +95,15 @@ def test_reports_plot_and_pick(tmp_path):
         pick(exp, "params<5e6")
     with pytest.raises(ConfigError, match="is not a bound like latency_ms<=8"):
         pick(exp, "latency_ms=8")
+
+
+def test_the_plot_title_counts_the_infeasible_trials_it_cannot_draw(tmp_path):
+    """A model over a size constraint ends before its latency is timed (latency_ms inf): no point to draw, but the
+    title still counts it among the infeasible."""
+    exp = experiment(tmp_path)
+    points = trial_points(exp)
+    assert plot_title(exp, points) == f"{tmp_path.name}: Pareto front (5 feasible, 2 infeasible trials)"
+    exp.trials.append(trial("i", float("inf"), [], "infeasible", "params 11.1e6 > max 5e6"))
+    assert "i" not in {p.trial.name for p in trial_points(exp)}
+    assert plot_title(exp, trial_points(exp)) == (f"{tmp_path.name}: Pareto front (5 feasible, 3 infeasible trials; "
+                                                  "1 never timed, not drawn)")

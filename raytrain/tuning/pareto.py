@@ -185,6 +185,16 @@ def _short(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- plot
+def plot_title(exp: Experiment, points: Sequence[Point]) -> str:
+    """The plot's title: the trials it draws by feasibility, and the infeasible ones it cannot draw (ended on a size
+    constraint before their latency was timed: no point)."""
+    drawn = {p.trial.name for p in points}
+    untimed = sum(t.end == "infeasible" and t.name not in drawn for t in exp.trials)
+    counts = (f"{sum(p.feasible for p in points)} feasible, {sum(not p.feasible for p in points) + untimed} "
+              f"infeasible trials" + (f"; {untimed} never timed, not drawn" if untimed else ""))
+    return f"{exp.path.name}: Pareto front ({counts})"
+
+
 def plot_pareto(exp: Experiment, points: Sequence[Point]) -> Path | None:
     """``pareto_front.png``: Optuna's ``plot_pareto_front`` (2 or 3 objectives) of the finished trials, infeasible
     ones drawn as infeasible (from each trial's constraints); None (and no file) otherwise."""
@@ -205,8 +215,7 @@ def plot_pareto(exp: Experiment, points: Sequence[Point]) -> Path | None:
         ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=[k for k, _ in exp.objectives])
         fig = ax.figure
         ax.set_title("")  # Optuna's centred title, replaced by one that counts the trials
-        ax.set_title(f"{exp.path.name}: Pareto front ({sum(p.feasible for p in points)} feasible, "
-                     f"{sum(not p.feasible for p in points)} infeasible trials)", loc="left")
+        ax.set_title(plot_title(exp, points), loc="left")
         if len(exp.objectives) == 2:  # name the front's trials
             for p in pareto_front(points, exp.objectives):
                 ax.annotate(p.trial.name.removeprefix("trial_"), [p.values[k] for k, _ in exp.objectives],
@@ -254,5 +263,5 @@ def pick(exp: Experiment, text: str) -> Point | None:
 
 
 __all__ = ["PARETO_CSV", "PARETO_DIR", "PARETO_PLOT", "PICK_YAML", "Point", "dominates", "format_front",
-           "hypervolume_2d", "parse_pick", "pareto_front", "pick", "plot_pareto", "trial_points", "write_pareto",
-           "write_trial_yaml"]
+           "hypervolume_2d", "parse_pick", "pareto_front", "pick", "plot_pareto", "plot_title", "trial_points",
+           "write_pareto", "write_trial_yaml"]
