@@ -133,7 +133,8 @@ FAMILY_YAMLS = {"yolov8n": "yolov8n.yaml", "yolo11n": "yolo11n.yaml", "yolo26n":
 @pytest.fixture(scope="module")
 def ultralytics_files(tmp_path_factory):
     """One released-layout ``.pt`` per family, written as Ultralytics' trainer (save_model) and then its
-    strip_optimizer write them, with randomised BN statistics so every buffer is checked."""
+    strip_optimizer write them, with randomised BN statistics so every buffer is checked, after a validation pass
+    (which leaves a torch.Size in the head: a checkpoint of a trained run holds one)."""
     folder = tmp_path_factory.mktemp("ultralytics_pt")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(folder / "config"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -155,6 +156,9 @@ def ultralytics_files(tmp_path_factory):
             bn.running_mean.uniform_(-0.3, 0.3)
             bn.running_var.uniform_(0.5, 2.0)
             bn.num_batches_tracked.fill_(7)
+        with torch.no_grad():  # a validation pass, as every epoch's: the head then keeps the input's torch.Size
+            model.eval()(torch.zeros(1, 3, 64, 64))
+        assert isinstance(model.model[-1].shape, torch.Size)
         ema = copy.deepcopy(model).half()
         last = folder / f"{arch}_last.pt"  # the trainer's layout: model None, the EMA under "ema"
         torch.save({"epoch": 3, "best_fitness": 0.5, "model": None, "ema": ema, "updates": 10, "optimizer": None,
@@ -211,3 +215,14 @@ def test_records_hold_what_the_pickle_said(tmp_path):
     obj = unpickle_torch_archive(tmp_path / "x.pt")
     assert obj["names"] == collections.OrderedDict(a=1) and obj["s"] == {1, 2}
     assert obj["m"].global_name == "torch.nn.modules.activation.SiLU" and obj["m"].attributes()["training"] is True
+
+
+def test_a_torch_size_is_read_only_as_integers(tmp_path):
+    from raytrain.models.restricted_pickle import resolve_global
+
+    torch.save({"shape": torch.Size([1, 3, 64, 64])}, tmp_path / "size.pt")
+    assert unpickle_torch_archive(tmp_path / "size.pt")["shape"] == torch.Size([1, 3, 64, 64])
+    make_size = resolve_global("torch", "Size")
+    for bad in ([1, "2"], [1.5], "12", [PickledObject]):
+        with pytest.raises(UnsafePickleError, match="torch.Size of anything but integers"):
+            make_size(bad)

@@ -8,8 +8,8 @@ says. Here every global goes through one gate (:func:`resolve_global`):
   Nothing from ``ultralytics`` is imported, so the package need not be installed;
 - torch's tensor-rebuild functions are replaced by wrappers that check their arguments before building the tensor
   from the archive's own bytes (storages are read from the zip here, never constructed from pickled arguments);
-- plain containers (``OrderedDict``, ``set``), dtypes, numpy scalars (decoded from their bytes), paths (as text) and
-  ``getattr`` (recorded, not performed) cover the metadata Ultralytics stores;
+- plain containers (``OrderedDict``, ``set``), dtypes, ``torch.Size`` (of integers), numpy scalars (decoded from
+  their bytes), paths (as text) and ``getattr`` (recorded, not performed) cover the metadata Ultralytics stores;
 - anything else is refused with an :class:`UnsafePickleError` naming the global, before it is called.
 
 The unpickler is Python's own pure-Python one with ``BUILD`` (state setting) restricted to records, so no
@@ -181,11 +181,20 @@ def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+def _torch_size(dims: Any = ()) -> torch.Size:
+    """``torch.Size(dims)``: a tuple of ints (an Ultralytics head keeps the last input's shape as one, ``Detect.shape``,
+    so every checkpoint saved after a validation pass holds one)."""
+    if not _int_tuple(dims):
+        raise UnsafePickleError("torch.Size of anything but integers")
+    return torch.Size(dims)
+
+
 _PLAIN_GLOBALS: dict[str, Callable[..., Any]] = {
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
     "builtins.getattr": _record_getattr,
+    "torch.Size": _torch_size,
     "_codecs.encode": _latin1_bytes,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
