@@ -56,12 +56,13 @@ def test_pbt_exploits_are_recorded_continue_the_sources_state_and_replay(tmp_pat
         assert row["epoch"] in (2, 4) and 0.5 <= row["box_after"] <= 12.0 and 0.002 <= row["lr0_after"] <= 0.05
     assert all(r["end"] == "completed" and r["epochs_run"] == EPOCHS for r in status.values())
 
-    # The exploited trial continued from the source's epoch (not from 1) and trained with its own new lr0 from the
-    # next epoch on, at the schedule's position; its first epoch there tells trackers where it came from.
     # Tune's result.json keeps every epoch of every trial, exploited ones too (Tune's restart would drop the rows it
     # had not copied to storage yet).
     for result_json in exp.glob("trial_*/result.json"):
         assert [int(r["epoch"]) for r in read_result_json(result_json)] == list(range(1, EPOCHS + 1)), result_json
+
+    # The exploited trial continued from the source's epoch (not from 1) and trained with its own new lr0 from the
+    # next epoch on, at the schedule's position; its first epoch there tells trackers where it came from.
     last = rows[-1]
     trial_dir = next(exp.glob(f"{last['trial']}*/result.json"))
     reported = {int(r["epoch"]): r for r in read_result_json(trial_dir)}

@@ -130,15 +130,16 @@ class TuneLogKeeper(Callback):
             return
         import pyarrow.fs
 
+        storage = trial.storage.storage_filesystem
         for name in TUNE_LOG_FILES:
             local = Path(trial.local_path) / name
             if not local.is_file():
                 continue
             remote = f"{trial.storage.trial_fs_path.rstrip('/')}/{name}"
-            if Path(remote).resolve() == local.resolve():
+            if isinstance(storage, pyarrow.fs.LocalFileSystem) and Path(remote).resolve() == local.resolve():
                 continue  # staging is the storage itself: nothing can be lost
             try:
                 pyarrow.fs.copy_files(str(local), remote, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                                      destination_filesystem=trial.storage.storage_filesystem)
+                                      destination_filesystem=storage)
             except OSError as e:  # Tune then restores the older copy: rows since its last copy are lost
                 LOGGER.warning("Could not keep %s of %s before its restart: %s", name, trial, e)
