@@ -3,11 +3,12 @@ data, training arguments, start point and ranges, then each side's best config r
 
 raytrain runs ``search_spaces/quickstart.yaml`` as shipped (TPE, ASHA, patience), once per search seed. Ultralytics
 8.4's ``Tuner`` (in-process, one trial at a time on every core) gets the quickstart's ``train:`` arguments, its start
-point (``points_to_evaluate``) as the first iteration, and its ranges for the continuous keys; the optimizer is fixed
-to the start point's (AdamW): Ultralytics cannot search a choice. Its mutations come from an unseeded generator, so
-its runs are independent draws. Two modes:
+point (``points_to_evaluate``) as the first iteration, and its ranges for the continuous keys; the optimizer is the
+quickstart's (AdamW; the start point's where a space searches it: Ultralytics cannot search a choice). Its
+mutations come from an unseeded generator, so its runs are independent draws. Two modes:
 
-* ``equal-trials``: both sides run the quickstart's ``num_samples`` trials (``--trials`` overrides both);
+* ``equal-trials``: both sides run the quickstart's ``num_samples`` trials (``--trials`` overrides both); the
+  quickstart's 5-minute ``time_budget_s`` is lifted, so raytrain runs every trial;
 * ``equal-time``: raytrain runs as many trials as fit in the wall time Ultralytics took in the same run index
   (``time_budget_s`` = that wall time, ``num_samples`` = ``--max-trials``).
 
@@ -150,12 +151,13 @@ def ultralytics_run(args: argparse.Namespace, quick: dict[str, Any], out: Path, 
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_CONFIG_DIR": str(config),
            "PYTHONPATH": ""}
     start = dict(quick["points_to_evaluate"][0])
+    optimizer = start.get("optimizer", quick["train"].get("optimizer", "auto"))  # a choice Ultralytics cannot search
     space = {k: [p["low"], p["high"]] for k, p in quick["space"].items() if p.get("type") in RANGE_TYPES}
     train = {k: v for k, v in quick["train"].items() if k not in ("data", "model")}
     project = out / f"ultralytics_r{run}"
     settings = {"model": f"{quick['train']['model']}.yaml", "trials": args.trials or quick["num_samples"],
                 "space": space, "out": str(out / f"ultralytics_r{run}.out.json"),
-                "train": {**train, **{k: v for k, v in start.items() if k in space}, "optimizer": start["optimizer"],
+                "train": {**train, **{k: v for k, v in start.items() if k in space}, "optimizer": optimizer,
                           "data": str(ultralytics_data(quick, out)), "device": "cpu", "plots": False,
                           "project": str(project), "name": "tune"}}
     load = loadavg()
@@ -166,7 +168,7 @@ def ultralytics_run(args: argparse.Namespace, quick: dict[str, Any], out: Path, 
                if line.strip()]
     best = max(results, key=lambda r: r.get("fitness") or 0.0)
     return {"best": best.get("fitness"), "hyperparameters": {**best["hyperparameters"],
-                                                             "optimizer": start["optimizer"]},
+                                                             "optimizer": optimizer},
             "wall_s": round(wall, 1), "trials": len(results), "epochs": len(results) * int(train["epochs"]),
             "fitness_per_trial": [r.get("fitness") for r in results], "load": [load, loadavg()]}
 
@@ -260,6 +262,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print("command:", " ".join([sys.executable, *sys.argv]), f"\noutput {out}; cpus {os.cpu_count()}; load {loadavg()}")
     extra = {"num_samples": args.trials} if args.trials else {}
+    extra["time_budget_s"] = None  # equal trials: every trial runs (the quickstart stops at 5 minutes)
     runs: dict[str, dict[str, Any]] = {}
     report: dict[str, Any] = {"command": sys.argv, "modes": {}}
     indices = args.only_runs if args.only and args.only_runs else range(args.runs)
@@ -278,7 +281,7 @@ def main() -> None:
         for r in range(args.runs):
             ultra = runs[f"ultralytics_r{r}"]
             budget = {"search_seed": r, **extra} if mode == "equal-trials" else {
-                "search_seed": r, "num_samples": args.max_trials, "time_budget_s": ultra["wall_s"]}
+                "search_seed": r, "num_samples": args.max_trials, "time_budget_s": ultra["wall_s"]}  # its own budget
             label = f"raytrain_{mode}_s{r}"
             runs[label] = step(out, label, lambda label=label, budget=budget: raytrain_run(
                 args, overrides, out, label, budget))
