@@ -1,4 +1,5 @@
-"""The local-Ray helpers: the dashboard port choice and the Train controller's log filter (no Ray started)."""
+"""The local-Ray helpers: the dashboard port choice (one test starts a Ray in a subprocess) and the Train
+controller's log filter."""
 
 from __future__ import annotations
 
@@ -35,3 +36,37 @@ def test_routine_coordinator_timeouts_lose_only_their_traceback():
     assert _drop_traceback(timeout) and timeout.exc_info is None  # the one-line warning stays
     other = record_of(RuntimeError("real trouble"))
     assert _drop_traceback(other) and other.exc_info is not None  # anything else keeps its traceback
+
+
+RACE = r"""
+import socket, sys
+import ray
+from raytrain.cluster import local
+
+taken = socket.socket()
+taken.bind(("127.0.0.1", 0))
+taken.listen()
+port = taken.getsockname()[1]
+real, calls = local.free_port, []
+
+def racy(preferred):  # what a second run started at the same moment sees: the port free, then taken
+    calls.append(preferred)
+    return port if len(calls) == 1 else real(preferred)
+
+local.free_port = racy
+local.init_ray(None, num_cpus=1)
+print("CALLS", calls, "TAKEN", port, "ALIVE", ray.is_initialized(), ray.cluster_resources().get("CPU"))
+ray.shutdown()
+"""
+
+
+def test_a_dashboard_port_taken_before_ray_binds_it_is_retried_on_another():
+    """Two runs started at once both find port 8265 free; the one whose dashboard then fails to bind it starts its
+    local Ray again on a port the OS picks (before, it died: 'Failed to find a valid port for dashboard')."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("CALLS"))
+    assert line.endswith("ALIVE True 1.0"), line
+    assert "CALLS [8265, 0]" in line, line  # the preferred port first, then the OS's choice

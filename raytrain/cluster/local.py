@@ -17,6 +17,9 @@ from raytrain.cluster import compat
 LOGGER = logging.getLogger("raytrain")
 
 DASHBOARD_PORT = 8265
+DASHBOARD_ATTEMPTS = 3
+# Ray 2.60's messages for a dashboard port taken before its own check, and between that check and the bind
+DASHBOARD_PORT_TAKEN = ("because it's already occupied", "Failed to find a valid port for dashboard")
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, gpu_ids: Sequence[int] | None = None) -> None:
@@ -45,17 +48,30 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, gpu_ids: Seque
     import ray
 
     if address in (None, "", "local"):
-        port = free_port(DASHBOARD_PORT)
-        url = f"http://127.0.0.1:{port}"
-        LOGGER.info("Starting a local Ray (dashboard at %s).", url)
         visible = {} if gpu_ids is None or "CUDA_VISIBLE_DEVICES" in os.environ else \
             {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_ids))}
         quiet = {} if compat.usage_stats_chosen() else {compat.USAGE_STATS_ENV: "0"}
-        with scoped_environ({**visible, **quiet}):
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                     runtime_env={"env_vars": compat.local_ray_env(url),
-                                  "worker_process_setup_hook": compat.setup_worker},
-                     configure_logging=False, log_to_driver=True, _system_config=dict(compat.LOCAL_SYSTEM_CONFIG))
+        preferred = DASHBOARD_PORT
+        for attempt in range(DASHBOARD_ATTEMPTS):
+            port = free_port(preferred)
+            url = f"http://127.0.0.1:{port}"
+            LOGGER.info("Starting a local Ray (dashboard at %s).", url)
+            try:
+                with scoped_environ({**visible, **quiet}):
+                    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                             runtime_env={"env_vars": compat.local_ray_env(url),
+                                          "worker_process_setup_hook": compat.setup_worker},
+                             configure_logging=False, log_to_driver=True,
+                             _system_config=dict(compat.LOCAL_SYSTEM_CONFIG))
+                return
+            except Exception as e:  # a ValueError, or a bare Exception carrying the dashboard's log
+                if not any(m in str(e) for m in DASHBOARD_PORT_TAKEN) or attempt == DASHBOARD_ATTEMPTS - 1:
+                    raise
+                # Another process took the port after free_port found it free (two runs started at once both
+                # did): start again on a port the OS picks.
+                LOGGER.info("Port %d was taken before Ray's dashboard bound it; trying another.", port)
+                ray.shutdown()
+                preferred = 0
     else:
         LOGGER.info("Connecting to the Ray cluster at %s.", address)
         context = ray.init(address=address, log_to_driver=True)
