@@ -2,10 +2,10 @@
 data, training arguments, start point and ranges, then each side's best config retrained with ``raytrain fit``.
 
 raytrain runs ``search_spaces/quickstart.yaml`` as shipped (TPE, ASHA, patience), once per search seed. Ultralytics
-8.4's ``Tuner`` (in-process, one trial at a time on every core) gets the quickstart's ``train:`` arguments, its start
-point (``points_to_evaluate``) as the first iteration, and its ranges for the continuous keys; the optimizer is the
-quickstart's (AdamW; the start point's where a space searches it: Ultralytics cannot search a choice). Its
-mutations come from an unseeded generator, so its runs are independent draws. Two modes:
+8.4's ``Tuner`` (in-process, one trial at a time; on a CPU its training kept one core busy) gets the quickstart's
+``train:`` arguments, its start point (``points_to_evaluate``) as the first iteration, and its ranges for the
+continuous keys; the optimizer is the quickstart's (AdamW; the start point's where a space searches it: Ultralytics
+cannot search a choice). Its mutations come from an unseeded generator, so its runs are independent draws. Two modes:
 
 * ``equal-trials``: both sides run the quickstart's ``num_samples`` trials (``--trials`` overrides both); the
   quickstart's 5-minute ``time_budget_s`` is lifted, so raytrain runs every trial;

@@ -68,7 +68,7 @@ def test_quickstart_warmup_reaches_the_winning_warmups():
 
 
 def test_quickstart_bias_warmup_range_reaches_what_won_and_what_auto_uses():
-    """In 9 epochs the bias warmup decides more than most ranges (docs/benchmarks.md, "The quickstart, round 3"):
+    """In 9 epochs the bias warmup decides more than most ranges (docs/benchmarks.md, "The quickstart, second pass"):
     one AdamW config over 3 seeds reached 0.069 mAP50-95 starting the bias lr at 0 (what 8.4's optimizer=auto uses),
     0.197 at 0.1 (the default) and 0.232 at 0.2 (2 seeds). The range holds all three, the default inside."""
     warmup_bias = load_space(SPACES / "quickstart.yaml").space["warmup_bias_lr"]
