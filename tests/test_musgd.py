@@ -109,15 +109,22 @@ def test_param_groups_equal_ultralytics(ul, arch):
     assert kinds[("muon", 3.0)] > 0 and kinds[("weight", 1.0)] == 0  # every conv filter is in a muon group
 
 
-def test_newton_schulz_equals_ultralytics_exactly(ul, ul_yolo26n):
-    """Per matrix, bit for bit: 8.4's single-tensor update path and ours, for each shape of yolo26n's 2-D/4-D
-    tensors (41 shapes), batched as our step batches them."""
+def test_newton_schulz_equals_ultralytics(ul, ul_yolo26n):
+    """Per matrix: 8.4's single-tensor update path and ours, for each shape of yolo26n's 2-D/4-D tensors (41 shapes),
+    batched as our step batches them.
+
+    The math is the same; the bfloat16 rounding is the CPU's. On some CPUs (the 2-core machine here) the two agree bit
+    for bit; on others (CI's, 2026-12-03) a batched bfloat16 matmul rounds differently from a single one, and five
+    iterations compound that. So: within 3 % of the tensor's largest entry, the bound of the MuSGD step test below.
+    """
     torch.manual_seed(0)
     shapes = {p.shape: p for p in ul_yolo26n.parameters() if p.ndim in (2, 4)}
+    assert len(shapes) == 41
     updates = [torch.randn_like(p) for p in shapes.values() for _ in range(2)]
     for u, o in zip(updates, orthogonalized(updates), strict=True):
         reference = ul.muon.muon_update(u.clone(), torch.zeros_like(u), beta=0.0, nesterov=False)  # update = u
-        assert torch.equal(reference, o)
+        assert o.shape == reference.shape and o.dtype == reference.dtype
+        assert (o - reference).abs().max() <= 0.03 * reference.abs().max(), u.shape
 
 
 def test_musgd_steps_equal_ultralytics(ul, ul_yolo26n):
