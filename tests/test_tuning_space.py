@@ -54,6 +54,17 @@ def test_defaults_resources_and_max_t(tmp_path: Path):
     assert spec.max_epochs == 8  # randint excludes high
 
 
+def test_scheduler_none_from_the_command_line_turns_early_stopping_off(tmp_path: Path):
+    """``scheduler=none`` on the CLI reaches the reader as None (Ultralytics' parser reads none as None): it must mean
+    no scheduler, not "null, so the default" (ASHA), which it silently meant before."""
+    from raytrain.config import parse_cli_args
+
+    path = write_space(tmp_path)
+    assert load_space(path, parse_cli_args(["scheduler=none"])).scheduler == "none"
+    assert load_space(path, {"scheduler": "none"}).scheduler == "none"
+    assert load_space(path).scheduler == "asha"  # unset: the default
+
+
 def test_overrides_settings_train_and_fixing_a_searched_key(tmp_path: Path):
     path = write_space(tmp_path, space={"lr0": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
                                         "lrf": {"type": "uniform", "low": 0.01, "high": 0.5}})

@@ -156,7 +156,10 @@ def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
     space = {key: parse_param(key, value, where) for key, value in _section(raw, "space", where).items()}
     if not space:
         raise ConfigError(f"{where}: space: nothing to search; add at least one argument under 'space:'.")
-    # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget).
+    # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget) and for
+    # the scheduler, where it means none (the CLI reads `scheduler=none` as None, as Ultralytics' parser does).
+    if "scheduler" in raw and raw["scheduler"] in (None, False):
+        raw["scheduler"] = "none"
     settings = {k: raw[k] for k in SETTINGS if k in raw and (raw[k] is not None or _DEFAULTS[k] is None)}
     settings = objectives.typed_objective_settings(objectives.split_objectives(settings, where), where)
     spec = TuneSpec(source=where, train=train, space=space, **pbt_settings(_typed_settings(settings, where), where))
