@@ -31,3 +31,14 @@ def test_model_ema_follows_model():
     d = ema_decay(1)
     assert ema.updates == 1
     assert ema.ema.head.bias == pytest.approx(before * d + (1 - d) * 1.0)
+
+
+def test_ema_update_is_the_per_tensor_arithmetic_bit_for_bit():
+    """The multi-tensor update, per dtype, equals ``mul_(d).add_(new, alpha=1 - d)`` tensor by tensor."""
+    torch.manual_seed(0)
+    ema_state = {"a": torch.randn(5, 3), "h": torch.randn(4).half(), "b": torch.randn(7), "n": torch.tensor(3)}
+    model_state = {"a": torch.randn(5, 3), "h": torch.randn(4).half(), "b": torch.randn(7), "n": torch.tensor(9)}
+    expected = {k: v.clone().mul_(0.37).add_(model_state[k], alpha=1 - 0.37) if v.is_floating_point()
+                else model_state[k].clone() for k, v in ema_state.items()}
+    ema_update_(ema_state, model_state, 0.37)
+    assert all(torch.equal(ema_state[k], expected[k]) and ema_state[k].dtype == expected[k].dtype for k in expected)

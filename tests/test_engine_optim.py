@@ -190,3 +190,33 @@ def test_freeze_layers_always_freezes_dfl():
     assert only_dfl and all(".dfl" in n for n in only_dfl)
     listed = optim.freeze_layers(build_model("yolov8n", nc=3), [3])
     assert any(n.startswith("model.3.") for n in listed) and not any(n.startswith("model.2.") for n in listed)
+
+
+def test_fused_where_torch_has_it_and_the_same_update():
+    """SGD, Adam and AdamW are built fused on a CPU (one kernel for every tensor; bench/optimizer_step.py), the others
+    per tensor; a fused step is the per-tensor step up to float32 rounding."""
+    import torch
+
+    assert {n for n, s in OPTIMIZERS.items() if s.fused} == {"SGD", "Adam", "AdamW"}
+    for name in OPTIMIZERS:
+        built = optim.build_optimizer(Tiny(), name, momentum=0.9, weight_decay=5e-4)
+        assert bool(built.defaults.get("fused")) == OPTIMIZERS[name].fused, name
+    torch.manual_seed(0)
+    model, twin = Tiny(), Tiny()
+    twin.load_state_dict(model.state_dict())
+    fused = optim.build_optimizer(model, "AdamW", momentum=0.9, weight_decay=5e-4)
+    twin_of = {id(a): b for a, b in zip(model.parameters(), twin.parameters(), strict=True)}
+    loop = torch.optim.AdamW([{**{k: v for k, v in g.items() if k not in ("params", "fused")},
+                               "params": [twin_of[id(a)] for a in g["params"]]} for g in fused.param_groups])
+    assert not loop.defaults.get("fused")
+    for opt in (fused, loop):
+        for g in opt.param_groups:
+            g["lr"] = 0.01
+    for _ in range(3):
+        for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        loop.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -21,13 +21,24 @@ def ema_decay(updates: int, decay: float = 0.9999, tau: float = 2000.0) -> float
 
 @torch.no_grad()
 def ema_update_(ema_state: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], d: float) -> None:
-    """In place: ``ema = d * ema + (1 - d) * model`` for floating-point tensors (integer buffers are copied)."""
+    """In place: ``ema = d * ema + (1 - d) * model`` for floating-point tensors (integer buffers are copied).
+
+    One multi-tensor (``_foreach``) multiply and add over all floating-point tensors of each dtype: the same
+    arithmetic as a per-tensor ``mul_``/``add_`` loop, bit for bit, in ~85 % of its time on a CPU (the loop it
+    replaced; ``python bench/optimizer_step.py``).
+    """
+    by_dtype: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for key, value in ema_state.items():
         new = model_state[key].detach()
         if value.dtype.is_floating_point:
-            value.mul_(d).add_(new.to(value.dtype), alpha=1 - d)
+            averaged, targets = by_dtype.setdefault(value.dtype, ([], []))
+            averaged.append(value)
+            targets.append(new.to(value.dtype))
         else:
             value.copy_(new)
+    for averaged, targets in by_dtype.values():
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, targets, alpha=1 - d)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -137,7 +137,22 @@ def build_optimizer(model: nn.Module, name: str, *, momentum: float, weight_deca
         kwargs["momentum"] = momentum
     if spec.nesterov:
         kwargs["nesterov"] = True
+    if spec.fused and _fused_supported(model):
+        kwargs["fused"] = True
     return getattr(importlib.import_module(module), cls)(groups, **kwargs)
+
+
+def _fused_supported(model: nn.Module) -> bool:
+    """Whether torch's fused (one kernel for all tensors) step can take ``model``'s trained parameters: all floating
+    point, on one device type torch has fused kernels for (the CPU among them since torch 2.4)."""
+    try:  # torch's own list (private: a torch without it gets the per-tensor step)
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:
+        return False
+    params = [p for p in model.parameters() if p.requires_grad]
+    kinds = {p.device.type for p in params}
+    return (bool(params) and len(kinds) == 1 and kinds <= set(_get_fused_kernels_supported_devices())
+            and all(p.is_floating_point() for p in params))
 
 
 def group_sizes(model: nn.Module, name: str, weight_decay: float) -> tuple[GroupSize, ...]:
