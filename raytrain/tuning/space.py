@@ -156,10 +156,7 @@ def load_space(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
     space = {key: parse_param(key, value, where) for key, value in _section(raw, "space", where).items()}
     if not space:
         raise ConfigError(f"{where}: space: nothing to search; add at least one argument under 'space:'.")
-    # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget) and for
-    # the scheduler, where it means none (the CLI reads `scheduler=none` as None, as Ultralytics' parser does).
-    if "scheduler" in raw and raw["scheduler"] in (None, False):
-        raw["scheduler"] = "none"
+    # An empty (null) setting means its default, except where None is itself a value (e.g. no time budget).
     settings = {k: raw[k] for k in SETTINGS if k in raw and (raw[k] is not None or _DEFAULTS[k] is None)}
     settings = objectives.typed_objective_settings(objectives.split_objectives(settings, where), where)
     spec = TuneSpec(source=where, train=train, space=space, **pbt_settings(_typed_settings(settings, where), where))
@@ -184,8 +181,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str)
     raw = {**raw, "train": dict(raw.get("train") or {}), "space": dict(raw.get("space") or {}),
            "resources": dict(raw.get("resources") or {})}
     for key, value in overrides.items():
-        if key in SETTINGS:
-            raw[key] = value
+        if key in SETTINGS:  # the CLI reads scheduler=none as None: no scheduler, not "null, so the default"
+            raw[key] = "none" if key == "scheduler" and value is None else value
         elif key == "gpu":
             raw["resources"]["gpu"] = value
         elif key in FIELDS:
