@@ -10,7 +10,8 @@ cannot search a choice). Its mutations come from an unseeded generator, so its r
 * ``equal-trials``: both sides run the quickstart's ``num_samples`` trials (``--trials`` overrides both); the
   quickstart's 5-minute ``time_budget_s`` is lifted, so raytrain runs every trial;
 * ``equal-time``: raytrain runs as many trials as fit in the wall time Ultralytics took in the same run index
-  (``time_budget_s`` = that wall time, ``num_samples`` = ``--max-trials``).
+  (``time_budget_s`` = that wall time, ``num_samples`` = ``--max-trials``); ``--ultralytics-walls`` gives those
+  times from an earlier report instead of running Ultralytics again (its 16 trials take ~20 minutes a run).
 
 Printed per run: best fitness (mAP50-95; Ultralytics 8.4's fitness is mAP50-95 too), wall time, trials, epochs
 trained; mean and spread per side. ``--retrain-seeds 0 1`` then trains each run's best config with ``raytrain fit``
@@ -230,9 +231,12 @@ def spread(values: list[float | None]) -> str:
 
 def print_mode(mode: str, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     print(f"\n{mode}: run | raytrain best, wall s, trials, epochs | Ultralytics best, wall s, trials, epochs | loads")
+    def cells(run: dict[str, Any]) -> str:
+        best = "-" if run["best"] is None else f"{run['best']:.4f}"
+        return f"{best} {run['wall_s']:6.0f} {run['trials'] or '-':>4} {run['epochs'] or '-':>4}"
+
     for i, (r, u) in enumerate(rows):
-        print(f"  {i} | {r['best']:.4f} {r['wall_s']:6.0f} {r['trials']:4} {r['epochs']:4} | {u['best']:.4f} "
-              f"{u['wall_s']:6.0f} {u['trials']:4} {u['epochs']:4} | raytrain {r['load']} ultralytics {u['load']}")
+        print(f"  {i} | {cells(r)} | {cells(u)} | raytrain {r['load']} ultralytics {u['load']}")
     print(f"  raytrain    {spread([r['best'] for r, _ in rows])}; wall {spread([r['wall_s'] for r, _ in rows])}")
     print(f"  Ultralytics {spread([u['best'] for _, u in rows])}; wall {spread([u['wall_s'] for _, u in rows])}")
 
@@ -251,6 +255,9 @@ def main() -> None:
                         help="run only this side's searches (two processes on one --resume folder can then run the "
                         "sides at the same time, under the same load)")
     parser.add_argument("--only-runs", type=int, nargs="+", help="with --only: these run indices (search seeds)")
+    parser.add_argument("--ultralytics-walls", type=float, nargs="+", metavar="S",
+                        help="equal-time without running Ultralytics: its wall seconds per run index, as an earlier "
+                        "report measured them (its searches and retrains are then not part of this report)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per search")
     parser.add_argument("overrides", nargs="*", help="key=value training overrides for both sides")
     args = parser.parse_args()
@@ -272,7 +279,13 @@ def main() -> None:
             step(out, label, lambda label=label, r=r: raytrain_run(args, overrides, out, label,
                                                                    {"search_seed": r, **extra}))
         return
-    for r in indices:
+    if args.ultralytics_walls:
+        if args.modes != ["equal-time"] or len(args.ultralytics_walls) != args.runs:
+            parser.error("--ultralytics-walls: one wall time per run (--runs), with --modes equal-time only")
+        for r, wall in enumerate(args.ultralytics_walls):  # no search, no config to retrain: only the time
+            runs[f"ultralytics_r{r}"] = {"best": None, "wall_s": wall, "trials": None, "epochs": None,
+                                         "load": "(earlier report)", "hyperparameters": {}}
+    for r in [] if args.ultralytics_walls else indices:
         runs[f"ultralytics_r{r}"] = step(out, f"ultralytics_r{r}", lambda r=r: ultralytics_run(args, quick, out, r))
     if args.only == "ultralytics":
         return
