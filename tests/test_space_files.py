@@ -76,6 +76,17 @@ def test_quickstart_bias_warmup_range_reaches_what_won_and_what_auto_uses():
     assert 0.1 <= position(warmup_bias, Config().warmup_bias_lr) <= 0.9
 
 
+def test_quickstart_lr0_range_holds_what_won_and_little_that_never_trained():
+    """docs/benchmarks.md, "The quickstart, third pass": every quickstart trial above fitness 0.2 had lr0 0.0009-0.0046;
+    none below 8e-4 or above 5e-3 passed 0.181. The range holds the first, with AdamW's recipe inside, and little of
+    the second (not below 5e-4 nor above 5e-3)."""
+    lr0 = load_space(SPACES / "quickstart.yaml").space["lr0"]
+    assert lr0.type == "loguniform"
+    assert lr0.low <= 0.0009 and lr0.high >= 0.0046
+    assert lr0.low >= 5e-4 and lr0.high <= 5e-3
+    assert 0.1 <= position(lr0, LR_RECIPES["AdamW"]) <= 0.5
+
+
 def test_quickstart_starts_from_ultralytics_defaults():
     """The start point is Ultralytics' default recipe, as its Tuner starts from the defaults: every searched key at
     its Config default except lr0, which is Ultralytics' AdamW recipe (the quickstart trains AdamW: what 8.4's
