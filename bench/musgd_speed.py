@@ -10,8 +10,12 @@ more often); an SGD and a MuSGD worker alternate epochs, ``--epochs`` each, load
 time covers all the work. The first epoch of each pays for allocator warm-up and is dropped. Reported: median CPU and
 wall seconds per epoch and the MuSGD/SGD ratio.
 
+On a CPU without bfloat16 instructions (no AVX512-BF16 or AMX), where MuSGD runs Newton-Schulz in float32, the step
+bench also times MuSGD in 8.4's bfloat16 (``MuSGD bfloat16``, emulated by torch), and ``--bfloat16-epochs`` adds it
+to the epochs.
+
     python bench/musgd_speed.py [--archs yolo26n yolo26s] [--steps 10] [--epoch-arch yolo26n] [--epochs 3]
-                                [--imgsz 320] [--fraction 0.5] [--threads 1]
+                                [--imgsz 320] [--fraction 0.5] [--threads 1] [--bfloat16-epochs]
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ def _optimizers(arch: str) -> dict[str, tuple[torch.nn.Module, torch.optim.Optim
         for g in opt.param_groups:
             g["lr"] = 0.01 * g["lr_scale"]
         out[name] = (copy_, opt)
+    if _emulated_bf16():  # the step in 8.4's precision too, as this CPU would run it (emulated)
+        copy_ = copy.deepcopy(model)
+        out["MuSGD bfloat16"] = (copy_, build_optimizer(copy_, "MuSGD", momentum=0.937, weight_decay=5e-4))
+        out["MuSGD bfloat16"][1].ns_dtype = torch.bfloat16
+        for g in out["MuSGD bfloat16"][1].param_groups:
+            g["lr"] = 0.01 * g["lr_scale"]
     try:
         from ultralytics.optim import MuSGD as UltralyticsMuSGD
     except ImportError:
@@ -58,6 +68,13 @@ def _optimizers(arch: str) -> dict[str, tuple[torch.nn.Module, torch.optim.Optim
               for g in param_groups(copy_, muon=True)]
     out["Ultralytics MuSGD"] = (copy_, UltralyticsMuSGD(groups, muon=0.2, sgd=1.0))
     return out
+
+
+def _emulated_bf16() -> bool:
+    """Whether MuSGD runs Newton-Schulz in float32 here (a CPU without bfloat16 instructions)."""
+    from raytrain.engine.muon import newton_schulz_dtype
+
+    return newton_schulz_dtype(torch.device("cpu")) != torch.bfloat16
 
 
 def bench_steps(arch: str, steps: int) -> None:
@@ -89,6 +106,10 @@ def bench_epochs(args: argparse.Namespace, project: Path) -> None:
             "project": str(project), "name": name, "close_mosaic": 0, "plots": False, "val": False,
             "cpus_per_worker": args.threads}), gpus_available=0)
         setups[name] = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / name)
+    if args.bfloat16_epochs and _emulated_bf16():
+        setups["MuSGD bfloat16"] = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"),
+                                              save_dir=project / "MuSGD-bf16")
+        setups["MuSGD bfloat16"].optimizer.ns_dtype = torch.bfloat16
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
     steps = {name: 0 for name in setups}
     for epoch in range(args.epochs + 1):
@@ -103,7 +124,7 @@ def bench_epochs(args: argparse.Namespace, project: Path) -> None:
 
             times[name].append(timed(run))
             steps[name] = len(w.train_loader) // w.lr_schedule.accumulate(first)
-            print(f"  epoch {epoch} {name:5s} cpu {times[name][-1][0]:7.1f} s  wall {times[name][-1][1]:7.1f} s  "
+            print(f"  epoch {epoch} {name:14s} cpu {times[name][-1][0]:7.1f} s  wall {times[name][-1][1]:7.1f} s  "
                   f"(load {common.loadavg()})", flush=True)
     med = {name: (statistics.median(c for c, _ in t[1:]), statistics.median(w for _, w in t[1:]))
            for name, t in times.items()}
@@ -111,8 +132,9 @@ def bench_epochs(args: argparse.Namespace, project: Path) -> None:
     print(f"\n{args.epoch_arch} epoch, imgsz {args.imgsz}, {batches} batches of 16, {steps['SGD']} optimizer steps, "
           f"median of {args.epochs}:")
     for name, (cpu, wall) in med.items():
-        print(f"  {name:5s} cpu {cpu:7.1f} s  wall {wall:7.1f} s")
-    print(f"  MuSGD / SGD: cpu {med['MuSGD'][0] / med['SGD'][0]:.3f}x  wall {med['MuSGD'][1] / med['SGD'][1]:.3f}x")
+        print(f"  {name:14s} cpu {cpu:7.1f} s  wall {wall:7.1f} s")
+    for name in (n for n in med if n != "SGD"):
+        print(f"  {name} / SGD: cpu {med[name][0] / med['SGD'][0]:.3f}x  wall {med[name][1] / med['SGD'][1]:.3f}x")
 
 
 def main() -> None:
@@ -127,13 +149,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a loaded machine OpenMP's spinning threads inflate CPU time)")
     parser.add_argument("--skip-epochs", action="store_true")
+    parser.add_argument("--bfloat16-epochs", action="store_true",
+                        help="on a CPU without bfloat16 instructions, also time MuSGD epochs in 8.4's bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import shlex
     import sys
 
     print("command:", shlex.join([sys.executable, *sys.argv]))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {common.loadavg()}", flush=True)
+    from raytrain.engine.muon import newton_schulz_dtype
+
+    ns = str(newton_schulz_dtype(torch.device("cpu"))).removeprefix("torch.")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, MuSGD's Newton-Schulz in {ns}, load {common.loadavg()}",
+          flush=True)
     for arch in args.archs:
         bench_steps(arch, args.steps)
     if not args.skip_epochs:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from raytrain.engine import optim
+from raytrain.engine import muon
 from raytrain.engine.muon import MuSGD, newton_schulz, orthogonalized
 from raytrain.optimizers import choose_optimizer
 
@@ -32,7 +33,7 @@ def test_musgd_step_by_hand():
     w = torch.nn.Parameter(torch.tensor([[1.0, 0.0]]))
     b = torch.nn.Parameter(torch.tensor([1.0]))
     opt = MuSGD([{"params": [w], "muon": True, "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}],
-                lr=0.1, momentum=0.5, nesterov=True)
+                lr=0.1, momentum=0.5, nesterov=True, ns_dtype=torch.bfloat16)
     w.grad, b.grad = torch.tensor([[2.0, 0.0]]), torch.tensor([4.0])
     opt.step()
     # Muon: m1 = 0.5 * g; nesterov 0.5 * m1 + 0.5 * g = 0.75 g; NS of [[a, 0]] ~ [[s, 0]] with s the quintic's value
@@ -45,10 +46,54 @@ def test_musgd_step_by_hand():
     assert set(opt.state[w]) == {"muon_buffer", "momentum_buffer"} and set(opt.state[b]) == {"momentum_buffer"}
 
 
+def _newton_schulz_float64(x: torch.Tensor) -> torch.Tensor:
+    """The same quintic iteration written out in float64: the math without rounding to speak of."""
+    a, b, c = muon.NS_COEFFICIENTS
+    x = x.double() / (x.double().norm(dim=(-2, -1), keepdim=True) + muon.NS_EPS)
+    wide = x.size(-2) <= x.size(-1)
+    x = x if wide else x.mT
+    for _ in range(muon.NS_STEPS):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x if wide else x.mT
+
+
+def test_newton_schulz_in_float32_is_the_iteration_bfloat16_rounds():
+    """float32 (what a CPU without bfloat16 instructions runs) follows the exact iteration to float32 rounding;
+    bfloat16 (8.4's) departs from it by a few percent of the largest entry, its 8-bit significand compounded over five
+    iterations: the two precisions compute the same thing, bfloat16 more coarsely."""
+    torch.manual_seed(0)
+    for shape in [(3, 16, 144), (2, 64, 32), (1, 256, 2304)]:
+        x = torch.randn(*shape)
+        exact = _newton_schulz_float64(x)
+        single = newton_schulz(x, dtype=torch.float32)
+        half = newton_schulz(x, dtype=torch.bfloat16)
+        assert single.dtype == torch.float32 and half.dtype == torch.bfloat16
+        assert (single.double() - exact).abs().max() <= 1e-4 * exact.abs().max()
+        assert (half.double() - exact).abs().max() <= 0.06 * exact.abs().max()
+
+
+def test_newton_schulz_runs_in_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    for flag in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, flag, lambda: False, raising=False)
+    assert muon.newton_schulz_dtype(cpu) == torch.float32  # torch would emulate bfloat16: slower than float32
+    assert muon.newton_schulz_dtype(gpu) == torch.bfloat16  # Ultralytics' precision on an accelerator
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert muon.newton_schulz_dtype(cpu) == torch.bfloat16
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert muon.newton_schulz_dtype(cpu) == torch.float32  # a torch without the checks: the safe choice
+    # The optimizer resolves it per step from its parameters' device unless told.
+    w = torch.nn.Parameter(torch.ones(4, 4))
+    assert MuSGD([{"params": [w], "muon": True}]).ns_dtype is None
+    assert MuSGD([{"params": [w], "muon": True}], ns_dtype=torch.bfloat16).ns_dtype == torch.bfloat16
+
+
 def test_orthogonalized_batches_same_shapes():
     torch.manual_seed(0)
     updates = [torch.randn(8, 4, 3, 3), torch.randn(8, 4, 3, 3), torch.randn(16, 8), torch.randn(4, 16)]
-    out = orthogonalized(updates)
+    out = orthogonalized(updates, torch.bfloat16)
     for u, o in zip(updates, out, strict=True):
         alone = newton_schulz(u.reshape(1, u.shape[0], -1))[0].float()
         scale = max(1.0, u.shape[-2] / u.shape[-1]) ** 0.5  # 16/8 for the linear weight; kh/kw = 1 for convs
@@ -116,12 +161,13 @@ def test_newton_schulz_equals_ultralytics(ul, ul_yolo26n):
     The math is the same; the bfloat16 rounding is the CPU's. On some CPUs (the 2-core machine here) the two agree bit
     for bit; on others (CI's, 2026-12-03) a batched bfloat16 matmul rounds differently from a single one, and five
     iterations compound that. So: within 3 % of the tensor's largest entry, the bound of the MuSGD step test below.
+    Both in bfloat16 here (a CPU without bfloat16 instructions trains in float32: the tests above).
     """
     torch.manual_seed(0)
     shapes = {p.shape: p for p in ul_yolo26n.parameters() if p.ndim in (2, 4)}
     assert len(shapes) == 41
     updates = [torch.randn_like(p) for p in shapes.values() for _ in range(2)]
-    for u, o in zip(updates, orthogonalized(updates), strict=True):
+    for u, o in zip(updates, orthogonalized(updates, torch.bfloat16), strict=True):
         reference = ul.muon.muon_update(u.clone(), torch.zeros_like(u), beta=0.0, nesterov=False)  # update = u
         assert o.shape == reference.shape and o.dtype == reference.dtype
         assert (o - reference).abs().max() <= 0.03 * reference.abs().max(), u.shape
@@ -139,6 +185,7 @@ def test_musgd_steps_equal_ultralytics(ul, ul_yolo26n):
     model, twin = copy.deepcopy(ul_yolo26n), copy.deepcopy(ul_yolo26n)
     reference, _ = ul_build(ul, twin, "MuSGD", lr=0.01, momentum=0.9, decay=5e-4)
     mine = optim.build_optimizer(model, "MuSGD", momentum=0.9, weight_decay=5e-4)
+    mine.ns_dtype = torch.bfloat16  # 8.4's precision, whatever this CPU would pick
     for g in mine.param_groups:
         g["lr"] = 0.01 * g["lr_scale"]
     pairs = [(a, b) for a, b in zip(model.parameters(), twin.parameters(), strict=True) if a.requires_grad]
