@@ -228,6 +228,34 @@ def test_loss_equals_ultralytics(ultralytics, arch, epoch):
     assert tuple(k.split("_")[0] for k in their_items) == tuple(n.split("_")[0] for n in build_loss(family, 3).names)
 
 
+@pytest.mark.parametrize("arch", ["yolov8n", "yolo26n"])
+def test_loss_gradients_equal_ultralytics(ultralytics, arch):
+    """Equal losses are not enough: what trains is the gradient (a detach on one side only, say of the one-to-one
+    branch's features, would leave the loss equal and the backbone's gradient not). Every parameter's gradient of one
+    batch equals Ultralytics', to float32 rounding, wherever it is not itself rounding noise."""
+    epochs = 10
+    reference = _reference(ultralytics, arch, 3).train()
+    reference.args = types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5, epochs=epochs)
+    ours = model_from_ultralytics(reference.state_dict()).train()
+    x = torch.rand(2, 3, 64, 96)
+    targets, batch = _loss_batch()
+    family = family_of(arch)
+    criterion = (ultralytics.loss.E2ELoss if family.end2end else ultralytics.loss.v8DetectionLoss)(reference)
+    criterion(reference(x), batch)[0].sum().backward()
+    build_loss(family, 3).at_epoch(1, epochs)(ours(x), targets, (64, 96))[0].backward()
+    theirs = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+    mine = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
+    assert set(mine) == set(theirs) and len(mine) > 100
+    largest = max(g.abs().max().item() for g in theirs.values())
+    compared = 0
+    for name, g in theirs.items():
+        scale = g.abs().max().item()
+        if scale > 1e-6 * largest:  # below that, both sides are float32 noise around 0 (BN biases before a BN)
+            assert (mine[name] - g).abs().max().item() <= 1e-4 * scale, name
+            compared += 1
+    assert compared > 0.8 * len(theirs)
+
+
 def test_assignment_with_small_boxes_equals_ultralytics(ultralytics):
     from ultralytics.utils.tal import TaskAlignedAssigner
 
