@@ -10,8 +10,7 @@ import types
 import pytest
 import torch
 
-from raytrain.engine import optim
-from raytrain.engine import muon
+from raytrain.engine import muon, optim
 from raytrain.engine.muon import MuSGD, newton_schulz, orthogonalized
 from raytrain.optimizers import choose_optimizer
 
