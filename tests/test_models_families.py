@@ -206,14 +206,12 @@ def _loss_batch() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return targets, {"batch_idx": targets[:, 0], "cls": targets[:, 1:2], "bboxes": targets[:, 2:]}
 
 
-@pytest.mark.parametrize(("arch", "epoch"), [("yolov8n", 1), ("yolo11n", 1), ("yolo26n", 1), ("yolo26n", 7)])
-def test_loss_equals_ultralytics(ultralytics, arch, epoch):
-    epochs = 10
+def _loss_pair(ultralytics, arch: str, epoch: int, epochs: int = 10):
+    """Ultralytics' model with its criterion at ``epoch`` of ``epochs``, our converted twin with our loss, and one
+    batch: ``(reference, criterion, ours, loss, x, targets, batch)``."""
     reference = _reference(ultralytics, arch, 3).train()
     reference.args = types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5, epochs=epochs)
     ours = model_from_ultralytics(reference.state_dict()).train()
-    x = torch.rand(2, 3, 64, 96)
-    targets, batch = _loss_batch()
     family = family_of(arch)
     if family.end2end:
         criterion = ultralytics.loss.E2ELoss(reference)
@@ -221,11 +219,19 @@ def test_loss_equals_ultralytics(ultralytics, arch, epoch):
         criterion.update()  # what Ultralytics' trainer has done by the start of this epoch
     else:
         criterion = ultralytics.loss.v8DetectionLoss(reference)
+    targets, batch = _loss_batch()
+    loss = build_loss(family, 3).at_epoch(epoch, epochs)
+    return reference, criterion, ours, loss, torch.rand(2, 3, 64, 96), targets, batch
+
+
+@pytest.mark.parametrize(("arch", "epoch"), [("yolov8n", 1), ("yolo11n", 1), ("yolo26n", 1), ("yolo26n", 7)])
+def test_loss_equals_ultralytics(ultralytics, arch, epoch):
+    reference, criterion, ours, loss, x, targets, batch = _loss_pair(ultralytics, arch, epoch)
     their_total, their_items = criterion(reference(x), batch)
-    total, parts = build_loss(family, 3).at_epoch(epoch, epochs)(ours(x), targets, (64, 96))
+    total, parts = loss(ours(x), targets, (64, 96))
     assert total.item() == pytest.approx(their_total.sum().item(), rel=1e-4)
     assert parts.tolist() == pytest.approx([float(v) for v in their_items.values()], rel=1e-4)
-    assert tuple(k.split("_")[0] for k in their_items) == tuple(n.split("_")[0] for n in build_loss(family, 3).names)
+    assert tuple(k.split("_")[0] for k in their_items) == tuple(n.split("_")[0] for n in loss.names)
 
 
 @pytest.mark.parametrize("arch", ["yolov8n", "yolo26n"])
@@ -233,16 +239,9 @@ def test_loss_gradients_equal_ultralytics(ultralytics, arch):
     """Equal losses are not enough: what trains is the gradient (a detach on one side only, say of the one-to-one
     branch's features, would leave the loss equal and the backbone's gradient not). Every parameter's gradient of one
     batch equals Ultralytics', to float32 rounding, wherever it is not itself rounding noise."""
-    epochs = 10
-    reference = _reference(ultralytics, arch, 3).train()
-    reference.args = types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5, epochs=epochs)
-    ours = model_from_ultralytics(reference.state_dict()).train()
-    x = torch.rand(2, 3, 64, 96)
-    targets, batch = _loss_batch()
-    family = family_of(arch)
-    criterion = (ultralytics.loss.E2ELoss if family.end2end else ultralytics.loss.v8DetectionLoss)(reference)
+    reference, criterion, ours, loss, x, targets, batch = _loss_pair(ultralytics, arch, 1)
     criterion(reference(x), batch)[0].sum().backward()
-    build_loss(family, 3).at_epoch(1, epochs)(ours(x), targets, (64, 96))[0].backward()
+    loss(ours(x), targets, (64, 96))[0].backward()
     theirs = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
     mine = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
     assert set(mine) == set(theirs) and len(mine) > 100
