@@ -46,18 +46,14 @@ def _optimizers(arch: str) -> dict[str, tuple[torch.nn.Module, torch.optim.Optim
 
     model = build_model(arch, nc=80)
     out = {}
-    for name in ("SGD", "MuSGD"):
+    for label, name, ns_dtype in _variants(bfloat16_too=True):
         copy_ = copy.deepcopy(model)
         opt = build_optimizer(copy_, name, momentum=0.937, weight_decay=5e-4)
+        if ns_dtype is not None:
+            opt.ns_dtype = ns_dtype
         for g in opt.param_groups:
             g["lr"] = 0.01 * g["lr_scale"]
-        out[name] = (copy_, opt)
-    if _emulated_bf16():  # the step in 8.4's precision too, as this CPU would run it (emulated)
-        copy_ = copy.deepcopy(model)
-        out["MuSGD bfloat16"] = (copy_, build_optimizer(copy_, "MuSGD", momentum=0.937, weight_decay=5e-4))
-        out["MuSGD bfloat16"][1].ns_dtype = torch.bfloat16
-        for g in out["MuSGD bfloat16"][1].param_groups:
-            g["lr"] = 0.01 * g["lr_scale"]
+        out[label] = (copy_, opt)
     try:
         from ultralytics.optim import MuSGD as UltralyticsMuSGD
     except ImportError:
@@ -70,11 +66,15 @@ def _optimizers(arch: str) -> dict[str, tuple[torch.nn.Module, torch.optim.Optim
     return out
 
 
-def _emulated_bf16() -> bool:
-    """Whether MuSGD runs Newton-Schulz in float32 here (a CPU without bfloat16 instructions)."""
+def _variants(bfloat16_too: bool) -> list[tuple[str, str, torch.dtype | None]]:
+    """``(label, optimizer, Newton-Schulz dtype or None for MuSGD's own choice)`` to time: SGD and MuSGD, and, on a
+    CPU where MuSGD runs Newton-Schulz in float32 (no bfloat16 instructions), MuSGD in 8.4's bfloat16 (emulated)."""
     from raytrain.engine.muon import newton_schulz_dtype
 
-    return newton_schulz_dtype(torch.device("cpu")) != torch.bfloat16
+    out: list[tuple[str, str, torch.dtype | None]] = [("SGD", "SGD", None), ("MuSGD", "MuSGD", None)]
+    if bfloat16_too and newton_schulz_dtype(torch.device("cpu")) != torch.bfloat16:
+        out.append(("MuSGD bfloat16", "MuSGD", torch.bfloat16))
+    return out
 
 
 def bench_steps(arch: str, steps: int) -> None:
@@ -99,17 +99,16 @@ def bench_epochs(args: argparse.Namespace, project: Path) -> None:
     from raytrain.train.plan import resolve_config
 
     setups = {}
-    for name in ("SGD", "MuSGD"):
+    for label, name, ns_dtype in _variants(bfloat16_too=args.bfloat16_epochs):
+        folder = label.replace(" ", "-")
         cfg = resolve_config(make_config({
             "data": "shapes", "model": args.epoch_arch, "imgsz": args.imgsz, "batch": 16, "nbs": 64,
             "fraction": args.fraction, "optimizer": name, "warmup_epochs": 0, "workers": 0, "device": "cpu",
-            "project": str(project), "name": name, "close_mosaic": 0, "plots": False, "val": False,
+            "project": str(project), "name": folder, "close_mosaic": 0, "plots": False, "val": False,
             "cpus_per_worker": args.threads}), gpus_available=0)
-        setups[name] = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / name)
-    if args.bfloat16_epochs and _emulated_bf16():
-        setups["MuSGD bfloat16"] = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"),
-                                              save_dir=project / "MuSGD-bf16")
-        setups["MuSGD bfloat16"].optimizer.ns_dtype = torch.bfloat16
+        setups[label] = setup_rank(cfg, resolve_data(cfg.data), device=torch.device("cpu"), save_dir=project / folder)
+        if ns_dtype is not None:
+            setups[label].optimizer.ns_dtype = ns_dtype
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
     steps = {name: 0 for name in setups}
     for epoch in range(args.epochs + 1):
